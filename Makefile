@@ -1,0 +1,33 @@
+# istio-iptables build and test targets. Everything runs with the Go toolchain
+# on PATH; kernel tests need root and create (and remove) their own network
+# namespaces.
+GO        ?= go
+BIN       ?= bin/istio-iptables
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT    ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+LDFLAGS   := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
+
+.PHONY: build test unit e2e bench update-golden lint
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/istio-iptables
+
+# test: every test, the kernel and end-to-end ones included (they skip with a
+# message when not root).
+test:
+	$(GO) test -count=1 -timeout 30m ./...
+
+# unit: the pure tests only (no kernel, no root).
+unit:
+	$(GO) test -count=1 -short ./capture/... ./dryrun/... ./cmd/... ./iptables/...
+
+e2e:
+	$(GO) test -count=1 -timeout 30m -v ./e2e/...
+
+update-golden:
+	$(GO) test ./capture/... -run Golden -update
+
+lint:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)
+	$(GO) vet ./...
+	$(GO) mod tidy -diff
