@@ -1,0 +1,320 @@
+package capture
+
+import (
+	"net/netip"
+	"slices"
+	"strconv"
+
+	"github.com/mesh-init/istio-iptables/iptables"
+)
+
+// The chain layout Build writes (REDIRECT; TPROXY moves inbound to mangle):
+//
+//	nat PREROUTING ──(-k ifaces: RETURN / ISTIO_REDIRECT, on top)
+//	   │  -c ifaces: RETURN
+//	   └─ -p tcp ─▶ ISTIO_INBOUND ── tunnel port, -d ports: RETURN
+//	                   └─ (-b '*' or each -b port) ─▶ ISTIO_IN_REDIRECT ─▶ REDIRECT -z port
+//	nat OUTPUT ─ -c ifaces: RETURN
+//	   └──────▶ ISTIO_OUTPUT ── -o ports: RETURN
+//	                 ├─ lo from 127.0.0.6: RETURN (proxy passthrough)
+//	                 ├─ per UID, then GID: proxy to own pod IP over lo ─▶ ISTIO_IN_REDIRECT
+//	                 │                     app over lo: RETURN; proxy: RETURN
+//	                 ├─ to 127.0.0.1: RETURN; -x CIDRs: RETURN
+//	                 └─ -q ports, -i ('*' or CIDRs) ─▶ ISTIO_REDIRECT ─▶ REDIRECT -p port
+//
+//	TPROXY, mangle:
+//	PREROUTING ─ -p tcp ─▶ ISTIO_INBOUND ── mark, 127.0.0.6 on lo, lo without 1338: RETURN
+//	   │                      ├─ -d ports: RETURN
+//	   │                      ├─ established ─▶ ISTIO_DIVERT ─▶ MARK -t, ACCEPT
+//	   │                      └─ new ─▶ ISTIO_TPROXY ─▶ TPROXY -z port, mark -t
+//	   └─ marked -t: CONNMARK --save-mark
+//	OUTPUT ─ marked on lo: RETURN; proxy to pod IP over lo: MARK -t+1;
+//	         connmark -t: CONNMARK --restore-mark
+//	plus `ip rule fwmark -t lookup -r` and `local default dev lo table -r`.
+
+// Chains.
+const (
+	chainPrerouting   iptables.Chain = "PREROUTING"
+	chainOutput       iptables.Chain = "OUTPUT"
+	chainInbound      iptables.Chain = "ISTIO_INBOUND"
+	chainRedirect     iptables.Chain = "ISTIO_REDIRECT"
+	chainInRedirect   iptables.Chain = "ISTIO_IN_REDIRECT"
+	chainOutputIstio  iptables.Chain = "ISTIO_OUTPUT"
+	chainDivert       iptables.Chain = "ISTIO_DIVERT"
+	chainTProxy       iptables.Chain = "ISTIO_TPROXY"
+	nat                              = iptables.TableNat
+	mangle                           = iptables.TableMangle
+	loopback                         = "lo"
+	targetReturn                     = "RETURN"
+	defaultInboundCap                = "15006"
+)
+
+// family holds the addresses that differ between the families.
+type family struct {
+	f           iptables.Family
+	localhost   string // the loopback address the app uses to reach itself
+	passthrough string // the source of the proxy's inbound passthrough
+}
+
+var families = map[iptables.Family]family{
+	iptables.IPv4: {iptables.IPv4, "127.0.0.1/32", "127.0.0.6/32"},
+	iptables.IPv6: {iptables.IPv6, "::1/128", "::6/128"},
+}
+
+// PassthroughIPv6 is put on lo when IPv6 rules are written, so the proxy
+// can bind it for inbound passthrough (SPEC §3.4).
+var PassthroughIPv6 = netip.MustParsePrefix("::6/128")
+
+// Build turns a configuration into the plan of SPEC §3: a rule set for
+// IPv4, one for IPv6 when enabled, and the TPROXY policy routing. It is
+// pure: no I/O, no environment, no kernel.
+func Build(c Config) (iptables.Plan, error) {
+	s, err := c.settings()
+	if err != nil {
+		return iptables.Plan{}, err
+	}
+	fams := []iptables.Family{iptables.IPv4}
+	if s.ipv6 {
+		fams = append(fams, iptables.IPv6)
+	}
+	var plan iptables.Plan
+	for _, f := range fams {
+		plan.RuleSets = append(plan.RuleSets, s.ruleSet(families[f]))
+		if s.mode == ModeTProxy && s.inboundCaptured() {
+			plan.Routes = append(plan.Routes, iptables.Route{Family: f, Mark: s.mark, Table: s.routeTable})
+		}
+	}
+	if s.ipv6 {
+		plan.Addrs = append(plan.Addrs, iptables.Addr{Dev: loopback, Prefix: PassthroughIPv6})
+	}
+	if err := plan.Validate(); err != nil {
+		// A bug in this package, never the user's input: values were checked.
+		return iptables.Plan{}, err
+	}
+	return plan, nil
+}
+
+func (s settings) inboundCaptured() bool { return s.inboundAll || len(s.inboundPorts) > 0 }
+
+// builder collects the rules of one family in writing order and declares
+// each owned chain on first use.
+type builder struct {
+	rs iptables.RuleSet
+}
+
+func (b *builder) add(insert bool, t iptables.Table, c iptables.Chain, args ...string) {
+	b.declare(t, c)
+	for i, a := range args {
+		if (a == "-j" || a == "-g") && i+1 < len(args) {
+			b.declare(t, iptables.Chain(args[i+1]))
+		}
+	}
+	b.rs.Rules = append(b.rs.Rules, iptables.Rule{Table: t, Chain: c, Insert: insert, Args: args})
+}
+
+func (b *builder) declare(t iptables.Table, c iptables.Chain) {
+	if !c.Owned() {
+		return
+	}
+	tc := iptables.TableChain{Table: t, Chain: c}
+	for _, d := range b.rs.Chains {
+		if d == tc {
+			return
+		}
+	}
+	b.rs.Chains = append(b.rs.Chains, tc)
+}
+
+func (b *builder) appendRule(t iptables.Table, c iptables.Chain, args ...string) {
+	b.add(false, t, c, args...)
+}
+
+func (b *builder) insertRule(t iptables.Table, c iptables.Chain, args ...string) {
+	b.add(true, t, c, args...)
+}
+
+func (s settings) ruleSet(fam family) iptables.RuleSet {
+	b := &builder{rs: iptables.RuleSet{Family: fam.f}}
+	tproxy := s.mode == ModeTProxy
+	mark := strconv.FormatUint(uint64(s.mark), 10)
+	outboundMark := strconv.FormatUint(uint64(s.mark)+1, 10)
+
+	// -I PREROUTING 1 -i IF -j RETURN: traffic from -k interfaces is not
+	// inbound traffic (the outbound capture rules below go above these).
+	for _, ifc := range s.kubeVirt {
+		b.insertRule(nat, chainPrerouting, "-i", ifc, "-j", targetReturn)
+	}
+	// -A PREROUTING -i IF -j RETURN, -A OUTPUT -o IF -j RETURN: -c
+	// interfaces are never captured; before the jumps into ISTIO chains.
+	for _, ifc := range s.excludeIfaces {
+		b.appendRule(nat, chainPrerouting, "-i", ifc, "-j", targetReturn)
+		b.appendRule(nat, chainOutput, "-o", ifc, "-j", targetReturn)
+	}
+	if tproxy {
+		for _, ifc := range s.excludeIfaces {
+			b.appendRule(mangle, chainPrerouting, "-i", ifc, "-j", targetReturn)
+			b.appendRule(mangle, chainOutput, "-o", ifc, "-j", targetReturn)
+		}
+	}
+
+	// -A ISTIO_REDIRECT -p tcp -j REDIRECT --to-ports P: the outbound listener.
+	b.appendRule(nat, chainRedirect, "-p", "tcp", "-j", "REDIRECT", "--to-ports", s.proxyPort)
+	// -A ISTIO_IN_REDIRECT -p tcp -j REDIRECT --to-ports Z: the inbound listener.
+	b.appendRule(nat, chainInRedirect, "-p", "tcp", "-j", "REDIRECT", "--to-ports", s.inboundPort)
+
+	s.inbound(b, fam, mark, outboundMark)
+	s.outbound(b, fam)
+	if tproxy {
+		s.tproxyMarks(b, fam, mark, outboundMark)
+	}
+	// Declare the chains in a fixed order, so the text reads the same
+	// whatever flags brought them in.
+	slices.SortStableFunc(b.rs.Chains, func(x, y iptables.TableChain) int {
+		return slices.Index(chainOrder, x) - slices.Index(chainOrder, y)
+	})
+	return b.rs
+}
+
+var chainOrder = []iptables.TableChain{
+	{Table: nat, Chain: chainInbound}, {Table: nat, Chain: chainRedirect},
+	{Table: nat, Chain: chainInRedirect}, {Table: nat, Chain: chainOutputIstio},
+	{Table: mangle, Chain: chainInbound}, {Table: mangle, Chain: chainDivert},
+	{Table: mangle, Chain: chainTProxy},
+}
+
+// inbound writes ISTIO_INBOUND (nat, or mangle with TPROXY) and the jump
+// into it.
+func (s settings) inbound(b *builder, fam family, mark, outboundMark string) {
+	// -A ISTIO_INBOUND -p tcp --dport 15008 -j RETURN: the tunnel port goes
+	// straight to its listener (nat, in both modes).
+	b.appendRule(nat, chainInbound, "-p", "tcp", "--dport", s.tunnelPort, "-j", targetReturn)
+
+	table := nat
+	if s.mode == ModeTProxy {
+		table = mangle
+		// -A ISTIO_INBOUND -p tcp -m mark --mark M -j RETURN: already
+		// diverted, do not divert again.
+		b.appendRule(mangle, chainInbound, "-p", "tcp", "-m", "mark", "--mark", mark, "-j", targetReturn)
+		// -A ISTIO_INBOUND -p tcp -s 127.0.0.6/32 -i lo -j RETURN: the
+		// proxy's passthrough to the app is not captured.
+		b.appendRule(mangle, chainInbound, "-p", "tcp", "-s", fam.passthrough, "-i", loopback, "-j", targetReturn)
+		// -A ISTIO_INBOUND -p tcp -i lo -m mark ! --mark M+1 -j RETURN: over
+		// lo only the proxy's marked calls to its own pod IP are captured.
+		b.appendRule(mangle, chainInbound, "-p", "tcp", "-i", loopback, "-m", "mark", "!", "--mark", outboundMark, "-j", targetReturn)
+	}
+	if !s.inboundCaptured() {
+		return
+	}
+	if s.mode == ModeTProxy {
+		// -A ISTIO_DIVERT -j MARK --set-mark M, -j ACCEPT: packets of
+		// established inbound connections are routed to lo by the mark.
+		b.appendRule(mangle, chainDivert, "-j", "MARK", "--set-mark", mark)
+		b.appendRule(mangle, chainDivert, "-j", "ACCEPT")
+		// -A ISTIO_TPROXY ! -d 127.0.0.1/32 -p tcp -j TPROXY ...: new
+		// connections are handed to the inbound listener, client address kept.
+		b.appendRule(mangle, chainTProxy, "!", "-d", fam.localhost, "-p", "tcp", "-j", "TPROXY",
+			"--tproxy-mark", mark+"/0xffffffff", "--on-port", s.inboundPort)
+	}
+	// -A PREROUTING -p tcp -j ISTIO_INBOUND: all inbound TCP is examined.
+	b.appendRule(table, chainPrerouting, "-p", "tcp", "-j", string(chainInbound))
+	if s.inboundAll {
+		// -A ISTIO_INBOUND -p tcp --dport P -j RETURN: -d ports go to the app.
+		for _, port := range s.inboundExclude {
+			b.appendRule(table, chainInbound, "-p", "tcp", "--dport", port, "-j", targetReturn)
+		}
+		if s.mode == ModeTProxy {
+			b.appendRule(mangle, chainInbound, "-p", "tcp", "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", string(chainDivert))
+			b.appendRule(mangle, chainInbound, "-p", "tcp", "-j", string(chainTProxy))
+		} else {
+			// -A ISTIO_INBOUND -p tcp -j ISTIO_IN_REDIRECT: the rest to the proxy.
+			b.appendRule(nat, chainInbound, "-p", "tcp", "-j", string(chainInRedirect))
+		}
+		return
+	}
+	for _, port := range s.inboundPorts {
+		if s.mode == ModeTProxy {
+			b.appendRule(mangle, chainInbound, "-p", "tcp", "--dport", port, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", string(chainDivert))
+			b.appendRule(mangle, chainInbound, "-p", "tcp", "--dport", port, "-j", string(chainTProxy))
+		} else {
+			// -A ISTIO_INBOUND -p tcp --dport P -j ISTIO_IN_REDIRECT: each -b port.
+			b.appendRule(nat, chainInbound, "-p", "tcp", "--dport", port, "-j", string(chainInRedirect))
+		}
+	}
+}
+
+// outbound writes ISTIO_OUTPUT in the order of SPEC §3.2 and the jump into it.
+func (s settings) outbound(b *builder, fam family) {
+	// -A OUTPUT -j ISTIO_OUTPUT: every protocol, so -o covers udp too.
+	b.appendRule(nat, chainOutput, "-j", string(chainOutputIstio))
+	// -A ISTIO_OUTPUT -p tcp|udp --dport P -j RETURN: -o ports never captured.
+	for _, port := range s.outboundExclude {
+		b.appendRule(nat, chainOutputIstio, "-p", "tcp", "--dport", port, "-j", targetReturn)
+		b.appendRule(nat, chainOutputIstio, "-p", "udp", "--dport", port, "-j", targetReturn)
+	}
+	// -A ISTIO_OUTPUT -o lo -s 127.0.0.6/32 -j RETURN: the proxy's
+	// passthrough is never re-captured.
+	b.appendRule(nat, chainOutputIstio, "-o", loopback, "-s", fam.passthrough, "-j", targetReturn)
+	for _, owner := range []struct {
+		flag string
+		ids  []string
+	}{{"--uid-owner", s.uids}, {"--gid-owner", s.gids}} {
+		for _, id := range owner.ids {
+			// The proxy calling its own pod IP over lo goes to the inbound listener.
+			b.appendRule(nat, chainOutputIstio, "-o", loopback, "!", "-d", fam.localhost, "-p", "tcp",
+				"!", "--dport", s.tunnelPort, "-m", "owner", owner.flag, id, "-j", string(chainInRedirect))
+			// An app talking to itself over lo is not captured.
+			b.appendRule(nat, chainOutputIstio, "-o", loopback, "-m", "owner", "!", owner.flag, id, "-j", targetReturn)
+			// Everything else the proxy sends is exempt: no loops.
+			b.appendRule(nat, chainOutputIstio, "-m", "owner", owner.flag, id, "-j", targetReturn)
+		}
+	}
+	// -A ISTIO_OUTPUT -d 127.0.0.1/32 -j RETURN: localhost is not captured.
+	b.appendRule(nat, chainOutputIstio, "-d", fam.localhost, "-j", targetReturn)
+	// -A ISTIO_OUTPUT -d C -j RETURN: -x CIDRs of this family.
+	for _, c := range s.excludeCIDRs[fam.f] {
+		b.appendRule(nat, chainOutputIstio, "-d", c.String(), "-j", targetReturn)
+	}
+	// -A ISTIO_OUTPUT -p tcp --dport P -j ISTIO_REDIRECT: -q ports.
+	for _, port := range s.outboundPorts {
+		b.appendRule(nat, chainOutputIstio, "-p", "tcp", "--dport", port, "-j", string(chainRedirect))
+	}
+	if s.outboundAll {
+		// -A ISTIO_OUTPUT -j ISTIO_REDIRECT: everything left.
+		b.appendRule(nat, chainOutputIstio, "-j", string(chainRedirect))
+		// -I PREROUTING 1 -i IF -j ISTIO_REDIRECT: -k traffic is outbound.
+		for _, ifc := range s.kubeVirt {
+			b.insertRule(nat, chainPrerouting, "-i", ifc, "-j", string(chainRedirect))
+		}
+		return
+	}
+	for _, c := range s.outboundCIDRs[fam.f] {
+		for _, ifc := range s.kubeVirt {
+			b.insertRule(nat, chainPrerouting, "-i", ifc, "-d", c.String(), "-j", string(chainRedirect))
+		}
+		// -A ISTIO_OUTPUT -d C -j ISTIO_REDIRECT: each -i CIDR of this family.
+		b.appendRule(nat, chainOutputIstio, "-d", c.String(), "-j", string(chainRedirect))
+	}
+}
+
+// tproxyMarks writes the mangle rules that keep TPROXY's marks on a
+// connection and route the proxy's calls to its own pod IP back in.
+func (s settings) tproxyMarks(b *builder, fam family, mark, outboundMark string) {
+	// -A PREROUTING -p tcp -m mark --mark M -j CONNMARK --save-mark: the
+	// mark set on the way in stays with the connection.
+	b.appendRule(mangle, chainPrerouting, "-p", "tcp", "-m", "mark", "--mark", mark, "-j", "CONNMARK", "--save-mark")
+	// -A OUTPUT -p tcp -o lo -m mark --mark M -j RETURN: not marked twice.
+	b.appendRule(mangle, chainOutput, "-p", "tcp", "-o", loopback, "-m", "mark", "--mark", mark, "-j", targetReturn)
+	for _, owner := range []struct {
+		flag string
+		ids  []string
+	}{{"--uid-owner", s.uids}, {"--gid-owner", s.gids}} {
+		for _, id := range owner.ids {
+			// The proxy calling its pod IP over lo: mark M+1, captured inbound.
+			b.appendRule(mangle, chainOutput, "!", "-d", fam.localhost, "-p", "tcp", "-o", loopback,
+				"-m", "owner", owner.flag, id, "-j", "MARK", "--set-mark", outboundMark)
+		}
+	}
+	// -A OUTPUT -p tcp -m connmark --mark M -j CONNMARK --restore-mark:
+	// replies of diverted connections are routed by the policy rule.
+	b.appendRule(mangle, chainOutput, "-p", "tcp", "-m", "connmark", "--mark", mark, "-j", "CONNMARK", "--restore-mark")
+}

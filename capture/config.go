@@ -1,0 +1,441 @@
+package capture
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+
+	"github.com/mesh-init/istio-iptables/iptables"
+)
+
+// Mode is the inbound interception mode (-m).
+type Mode string
+
+// The inbound interception modes.
+const (
+	ModeRedirect Mode = "REDIRECT"
+	ModeTProxy   Mode = "TPROXY"
+)
+
+// IPv6Mode says when IPv6 rules are written (--ipv6).
+type IPv6Mode string
+
+// The --ipv6 values.
+const (
+	IPv6Auto IPv6Mode = "auto"
+	IPv6On   IPv6Mode = "true"
+	IPv6Off  IPv6Mode = "false"
+)
+
+// Wildcard stands for "all" in -b and -i.
+const Wildcard = "*"
+
+// Config holds the capture flags exactly as the user gave them (one field
+// per flag, strings as typed), so that Validate can report every bad value
+// at once, naming the flag. DefaultConfig gives the defaults.
+type Config struct {
+	// ProxyPort: -p, --envoy-port, ENVOY_PORT; default 15001.
+	ProxyPort string
+	// InboundCapturePort: -z, --inbound-capture-port, INBOUND_CAPTURE_PORT;
+	// default "": 15006 with -b '*', the -p port with a -b list (SPEC §3.1).
+	InboundCapturePort string
+	// InboundTunnelPort: -e, --inbound-tunnel-port, INBOUND_TUNNEL_PORT; default 15008.
+	InboundTunnelPort string
+	// ProxyUID: -u, --proxy-uid, PROXY_UID; comma list of UIDs or user
+	// names; default 1337 (the command line resolves $ENVOY_USER first).
+	ProxyUID string
+	// ProxyGID: -g, --proxy-gid, PROXY_GID; comma list of GIDs or group
+	// names; default "": the UIDs of ProxyUID.
+	ProxyGID string
+	// InboundInterceptionMode: -m, --istio-inbound-interception-mode,
+	// ISTIO_INBOUND_INTERCEPTION_MODE; REDIRECT (default) or TPROXY.
+	InboundInterceptionMode string
+	// InboundPortsInclude: -b, --istio-inbound-ports, ISTIO_INBOUND_PORTS;
+	// ports, "*" or "" (default: no inbound capture).
+	InboundPortsInclude string
+	// InboundPortsExclude: -d, --istio-local-exclude-ports,
+	// ISTIO_LOCAL_EXCLUDE_PORTS; ports, used with -b '*'; default "".
+	InboundPortsExclude string
+	// OutboundIPRangesInclude: -i, --istio-service-cidr, ISTIO_SERVICE_CIDR;
+	// CIDRs, "*" or "" (default: no outbound capture).
+	OutboundIPRangesInclude string
+	// OutboundIPRangesExclude: -x, --istio-service-exclude-cidr,
+	// ISTIO_SERVICE_EXCLUDE_CIDR; CIDRs; default "".
+	OutboundIPRangesExclude string
+	// OutboundPortsInclude: -q, --istio-outbound-ports, ISTIO_OUTBOUND_PORTS;
+	// ports always captured; default "".
+	OutboundPortsInclude string
+	// OutboundPortsExclude: -o, --istio-local-outbound-ports-exclude,
+	// ISTIO_LOCAL_OUTBOUND_PORTS_EXCLUDE; ports never captured; default "".
+	OutboundPortsExclude string
+	// KubeVirtInterfaces: -k, --kube-virt-interfaces, KUBE_VIRT_INTERFACES;
+	// interfaces whose inbound traffic is treated as outbound; default "".
+	KubeVirtInterfaces string
+	// ExcludeInterfaces: -c, --istio-exclude-interfaces,
+	// ISTIO_EXCLUDE_INTERFACES; interfaces never captured; default "".
+	ExcludeInterfaces string
+	// InboundTProxyMark: -t, --istio-inbound-tproxy-mark,
+	// ISTIO_INBOUND_TPROXY_MARK; default 1337.
+	InboundTProxyMark string
+	// InboundTProxyRouteTable: -r, --istio-inbound-tproxy-route-table,
+	// ISTIO_INBOUND_TPROXY_ROUTE_TABLE; default 133.
+	InboundTProxyRouteTable string
+	// IPv6: --ipv6, ISTIO_IPV6; auto (default), true or false.
+	IPv6 string
+	// HostIPv6 tells, for IPv6=auto, whether the namespace has a global
+	// IPv6 address. The caller reads it; Build does no I/O.
+	HostIPv6 bool
+	// Lookup resolves user and group names in -u and -g. Nil: only numeric
+	// IDs are accepted.
+	Lookup Lookup
+}
+
+// Lookup resolves user and group names to numeric IDs.
+type Lookup interface {
+	UserID(name string) (uint32, error)
+	GroupID(name string) (uint32, error)
+}
+
+// DefaultConfig returns the configuration with every default of SPEC §1.
+func DefaultConfig() Config {
+	return Config{
+		ProxyPort:               "15001",
+		InboundTunnelPort:       "15008",
+		ProxyUID:                "1337",
+		InboundInterceptionMode: string(ModeRedirect),
+		InboundTProxyMark:       "1337",
+		InboundTProxyRouteTable: "133",
+		IPv6:                    string(IPv6Auto),
+	}
+}
+
+// FieldError is a bad value, with the flag it came from.
+type FieldError struct {
+	// Flag is the flag as the user knows it: "-b" or "--ipv6".
+	Flag string
+	Msg  string
+}
+
+func (e *FieldError) Error() string { return e.Flag + ": " + e.Msg }
+
+// settings is a validated Config in the types the builder needs.
+type settings struct {
+	proxyPort, inboundPort, tunnelPort string
+	uids, gids                         []string
+	mode                               Mode
+	inboundAll                         bool
+	inboundPorts, inboundExclude       []string
+	outboundAll                        bool
+	outboundCIDRs, excludeCIDRs        map[iptables.Family][]netip.Prefix
+	outboundPorts, outboundExclude     []string
+	kubeVirt, excludeIfaces            []string
+	mark                               uint32
+	routeTable                         int
+	ipv6                               bool
+}
+
+// Validate checks every value and returns all problems at once, each a
+// *FieldError naming the flag and the value (errors.Join).
+func (c Config) Validate() error {
+	_, err := c.settings()
+	return err
+}
+
+// Warnings lists values that are valid but have no effect.
+func (c Config) Warnings() []string {
+	var w []string
+	b := strings.TrimSpace(c.InboundPortsInclude)
+	if strings.Trim(c.InboundPortsExclude, " ,") != "" && b != Wildcard {
+		w = append(w, "-d is only used with -b '*'; ignored")
+	}
+	if strings.Trim(c.KubeVirtInterfaces, " ,") != "" && strings.Trim(c.OutboundIPRangesInclude, " ,") == "" {
+		w = append(w, "-k interfaces get no capture rule while -i is empty")
+	}
+	return w
+}
+
+type parser struct{ errs []error }
+
+func (p *parser) fail(flag, format string, args ...any) {
+	p.errs = append(p.errs, &FieldError{Flag: flag, Msg: fmt.Sprintf(format, args...)})
+}
+
+// items splits a comma list, ignoring blanks around items and empty items.
+// It refuses control characters anywhere in the value.
+func (p *parser) items(flag, v string) ([]string, bool) {
+	for _, c := range v {
+		if c < 0x20 && c != '\t' || c == 0x7f {
+			p.fail(flag, "value %q holds a control character", v)
+			return nil, false
+		}
+	}
+	var out []string
+	for _, it := range strings.Split(v, ",") {
+		if it = strings.Trim(it, " \t"); it != "" {
+			out = append(out, it)
+		}
+	}
+	return out, true
+}
+
+func (p *parser) port(flag, v string) (string, bool) {
+	n, err := strconv.ParseUint(v, 10, 64)
+	switch {
+	case err != nil && strings.Trim(v, "0123456789") == "" && v != "":
+		p.fail(flag, "port %q out of range 1-65535", v)
+	case err != nil:
+		p.fail(flag, "port %q is not a number", v)
+	case n < 1 || n > 65535:
+		p.fail(flag, "port %q out of range 1-65535", v)
+	default:
+		return strconv.FormatUint(n, 10), true
+	}
+	return "", false
+}
+
+// singlePort parses a flag that takes exactly one port.
+func (p *parser) singlePort(flag, v string) string {
+	it, ok := p.items(flag, v)
+	if !ok {
+		return ""
+	}
+	if len(it) != 1 {
+		p.fail(flag, "want one port, got %q", v)
+		return ""
+	}
+	port, _ := p.port(flag, it[0])
+	return port
+}
+
+// ports parses a port list; with wildcard allowed, "*" alone means all.
+func (p *parser) ports(flag, v string, wildcard bool) (all bool, out []string) {
+	it, ok := p.items(flag, v)
+	if !ok {
+		return false, nil
+	}
+	for _, s := range it {
+		if s == Wildcard {
+			if !wildcard {
+				p.fail(flag, "%q: '*' is not allowed here", v)
+			} else if len(it) > 1 {
+				p.fail(flag, "%q: '*' must stand alone", v)
+			}
+			all = true
+			continue
+		}
+		if port, ok := p.port(flag, s); ok {
+			out = append(out, port)
+		}
+	}
+	if all {
+		return true, nil
+	}
+	return false, dedupe(out)
+}
+
+// cidrs parses a CIDR list split per family; a bare address is a /32 or
+// /128; host bits are cleared.
+func (p *parser) cidrs(flag, v string, wildcard bool) (all bool, out map[iptables.Family][]netip.Prefix) {
+	out = map[iptables.Family][]netip.Prefix{}
+	it, ok := p.items(flag, v)
+	if !ok {
+		return false, out
+	}
+	for _, s := range it {
+		if s == Wildcard {
+			if !wildcard {
+				p.fail(flag, "%q: '*' is not allowed here", v)
+			} else if len(it) > 1 {
+				p.fail(flag, "%q: '*' must stand alone", v)
+			}
+			all = true
+			continue
+		}
+		var pfx netip.Prefix
+		var err error
+		if strings.Contains(s, "/") {
+			pfx, err = netip.ParsePrefix(s)
+		} else {
+			var a netip.Addr
+			if a, err = netip.ParseAddr(s); err == nil {
+				pfx = netip.PrefixFrom(a, a.BitLen())
+			}
+		}
+		if err != nil || pfx.Addr().Zone() != "" {
+			p.fail(flag, "%q is not a CIDR or IP address", s)
+			continue
+		}
+		f := iptables.IPv4
+		if pfx.Addr().Is6() {
+			if pfx.Addr().Is4In6() {
+				p.fail(flag, "%q: IPv4-mapped IPv6 addresses are not supported; give the IPv4 form", s)
+				continue
+			}
+			f = iptables.IPv6
+		}
+		pfx = pfx.Masked()
+		if !containsPrefix(out[f], pfx) {
+			out[f] = append(out[f], pfx)
+		}
+	}
+	if all {
+		return true, map[iptables.Family][]netip.Prefix{}
+	}
+	return false, out
+}
+
+// ifaces parses an interface list: Linux names (at most 15 bytes, no '/',
+// ':' or blank), optionally ending in iptables' '+' wildcard, never
+// starting with '-' or '!' (they would read as options).
+func (p *parser) ifaces(flag, v string) []string {
+	it, _ := p.items(flag, v)
+	var out []string
+	for _, s := range it {
+		name := strings.TrimSuffix(s, "+")
+		ok := len(s) <= 15 && name != "" && name != "." && name != ".." && s[0] != '-' && s[0] != '!'
+		for _, c := range name {
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.' || c == '@') {
+				ok = false
+			}
+		}
+		if !ok {
+			p.fail(flag, "%q is not a valid interface name", s)
+			continue
+		}
+		out = append(out, s)
+	}
+	return dedupe(out)
+}
+
+// ids parses a UID or GID list: numbers, or names through the lookup.
+func (p *parser) ids(flag, v string, resolve func(string) (uint32, error)) []string {
+	before := len(p.errs)
+	it, ok := p.items(flag, v)
+	if !ok {
+		return nil
+	}
+	var out []string
+	for _, s := range it {
+		n, err := strconv.ParseUint(s, 10, 32)
+		switch {
+		case err == nil && n == 0xffffffff:
+			p.fail(flag, "id %q is reserved", s)
+		case err == nil:
+			out = append(out, strconv.FormatUint(n, 10))
+		case strings.Trim(s, "0123456789") == "":
+			p.fail(flag, "id %q out of range", s)
+		case resolve == nil:
+			p.fail(flag, "%q is not a numeric id", s)
+		default:
+			id, err := resolve(s)
+			if err != nil {
+				p.fail(flag, "unknown name %q: %v", s, err)
+				continue
+			}
+			out = append(out, strconv.FormatUint(uint64(id), 10))
+		}
+	}
+	if len(out) == 0 && len(p.errs) == before {
+		p.fail(flag, "at least one id is needed, got %q", v)
+	}
+	return dedupe(out)
+}
+
+func (p *parser) number(flag, v string, lo, hi uint64) uint64 {
+	it, ok := p.items(flag, v)
+	if !ok {
+		return 0
+	}
+	if len(it) != 1 {
+		p.fail(flag, "want one number, got %q", v)
+		return 0
+	}
+	n, err := strconv.ParseUint(it[0], 10, 32)
+	if err != nil || n < lo || n > hi {
+		p.fail(flag, "%q is not a number in %d-%d", v, lo, hi)
+		return 0
+	}
+	return n
+}
+
+func (c Config) settings() (settings, error) {
+	var p parser
+	var s settings
+	s.proxyPort = p.singlePort("-p", c.ProxyPort)
+	s.tunnelPort = p.singlePort("-e", c.InboundTunnelPort)
+	s.inboundAll, s.inboundPorts = p.ports("-b", c.InboundPortsInclude, true)
+	_, s.inboundExclude = p.ports("-d", c.InboundPortsExclude, false)
+	switch strings.TrimSpace(c.InboundCapturePort) {
+	case "":
+		// SPEC §3.1: 15006 with -b '*', the -p port otherwise.
+		s.inboundPort = s.proxyPort
+		if s.inboundAll {
+			s.inboundPort = "15006"
+		}
+	default:
+		s.inboundPort = p.singlePort("-z", c.InboundCapturePort)
+	}
+	var userID, groupID func(string) (uint32, error)
+	if c.Lookup != nil {
+		userID, groupID = c.Lookup.UserID, c.Lookup.GroupID
+	}
+	s.uids = p.ids("-u", c.ProxyUID, userID)
+	if strings.Trim(c.ProxyGID, " ,") == "" {
+		s.gids = s.uids
+	} else {
+		s.gids = p.ids("-g", c.ProxyGID, groupID)
+	}
+	switch m := Mode(c.InboundInterceptionMode); m {
+	case ModeRedirect, ModeTProxy:
+		s.mode = m
+	default:
+		p.fail("-m", "mode %q is not REDIRECT or TPROXY", c.InboundInterceptionMode)
+	}
+	s.outboundAll, s.outboundCIDRs = p.cidrs("-i", c.OutboundIPRangesInclude, true)
+	_, s.excludeCIDRs = p.cidrs("-x", c.OutboundIPRangesExclude, false)
+	_, s.outboundPorts = p.ports("-q", c.OutboundPortsInclude, false)
+	_, s.outboundExclude = p.ports("-o", c.OutboundPortsExclude, false)
+	s.kubeVirt = p.ifaces("-k", c.KubeVirtInterfaces)
+	s.excludeIfaces = p.ifaces("-c", c.ExcludeInterfaces)
+	// The mark and mark+1 (the proxy-to-app mark) must both fit.
+	s.mark = uint32(p.number("-t", c.InboundTProxyMark, 1, 0xfffffffe))
+	// 253-255 are the kernel's default, main and local tables.
+	if rt := p.number("-r", c.InboundTProxyRouteTable, 1, 0xffffffff); rt >= 253 && rt <= 255 {
+		p.fail("-r", "table %q is reserved by the kernel (253 default, 254 main, 255 local)", c.InboundTProxyRouteTable)
+	} else {
+		s.routeTable = int(rt)
+	}
+	switch IPv6Mode(strings.ToLower(strings.TrimSpace(c.IPv6))) {
+	case IPv6On:
+		s.ipv6 = true
+	case IPv6Off:
+	case IPv6Auto:
+		s.ipv6 = c.HostIPv6
+	default:
+		p.fail("--ipv6", "%q is not auto, true or false", c.IPv6)
+	}
+	return s, errors.Join(p.errs...)
+}
+
+func dedupe(in []string) []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, s := range in {
+		if !seen[s] {
+			seen[s] = true
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func containsPrefix(list []netip.Prefix, p netip.Prefix) bool {
+	for _, q := range list {
+		if q == p {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,173 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os/user"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/pflag"
+
+	"github.com/mesh-init/istio-iptables/capture"
+)
+
+// options is everything the command line sets.
+type options struct {
+	cfg          capture.Config
+	dryRun       bool
+	cleanupOnly  bool
+	netns        string
+	iptablesMode string
+	version      bool
+	help         bool
+}
+
+// flagDef ties a flag to its environment variable. Every flag but --help
+// and --version can come from its variable; the command line wins.
+type flagDef struct {
+	long, short, env, usage string
+	str                     *string
+	boolean                 *bool
+}
+
+func newFlags(o *options) (*pflag.FlagSet, []flagDef) {
+	c := &o.cfg
+	defs := []flagDef{
+		{"envoy-port", "p", "ENVOY_PORT", "outbound capture port (ISTIO_REDIRECT)", &c.ProxyPort, nil},
+		{"inbound-capture-port", "z", "INBOUND_CAPTURE_PORT", "inbound capture port (ISTIO_IN_REDIRECT, TPROXY on-port); empty: 15006 with -b '*', else the -p port", &c.InboundCapturePort, nil},
+		{"inbound-tunnel-port", "e", "INBOUND_TUNNEL_PORT", "tunnel port, never captured inbound", &c.InboundTunnelPort, nil},
+		{"proxy-uid", "u", "PROXY_UID", "comma list of UIDs (or user names) never captured; default: uid of $ENVOY_USER (istio-proxy) if it exists, else 1337", &c.ProxyUID, nil},
+		{"proxy-gid", "g", "PROXY_GID", "comma list of GIDs (or group names) never captured; empty: the -u UIDs", &c.ProxyGID, nil},
+		{"istio-inbound-interception-mode", "m", "ISTIO_INBOUND_INTERCEPTION_MODE", "inbound mode: REDIRECT or TPROXY", &c.InboundInterceptionMode, nil},
+		{"istio-inbound-ports", "b", "ISTIO_INBOUND_PORTS", "inbound ports to capture; '*' all; empty: none", &c.InboundPortsInclude, nil},
+		{"istio-local-exclude-ports", "d", "ISTIO_LOCAL_EXCLUDE_PORTS", "inbound ports not captured (with -b '*')", &c.InboundPortsExclude, nil},
+		{"istio-service-cidr", "i", "ISTIO_SERVICE_CIDR", "outbound CIDRs to capture; '*' all; empty: none", &c.OutboundIPRangesInclude, nil},
+		{"istio-service-exclude-cidr", "x", "ISTIO_SERVICE_EXCLUDE_CIDR", "outbound CIDRs never captured", &c.OutboundIPRangesExclude, nil},
+		{"istio-outbound-ports", "q", "ISTIO_OUTBOUND_PORTS", "outbound ports always captured", &c.OutboundPortsInclude, nil},
+		{"istio-local-outbound-ports-exclude", "o", "ISTIO_LOCAL_OUTBOUND_PORTS_EXCLUDE", "outbound ports never captured (tcp and udp)", &c.OutboundPortsExclude, nil},
+		{"kube-virt-interfaces", "k", "KUBE_VIRT_INTERFACES", "interfaces whose inbound traffic is treated as outbound", &c.KubeVirtInterfaces, nil},
+		{"istio-exclude-interfaces", "c", "ISTIO_EXCLUDE_INTERFACES", "interfaces whose traffic is never captured", &c.ExcludeInterfaces, nil},
+		{"istio-inbound-tproxy-mark", "t", "ISTIO_INBOUND_TPROXY_MARK", "TPROXY fwmark", &c.InboundTProxyMark, nil},
+		{"istio-inbound-tproxy-route-table", "r", "ISTIO_INBOUND_TPROXY_ROUTE_TABLE", "TPROXY routing table", &c.InboundTProxyRouteTable, nil},
+		{"dry-run", "n", "DRY_RUN", "print the plan, touch nothing", nil, &o.dryRun},
+		{"netns", "", "NETWORK_NAMESPACE", "path of the network namespace to program (/var/run/netns/x, /proc/PID/ns/net); empty: the current one", &o.netns, nil},
+		{"ipv6", "", "ISTIO_IPV6", "IPv6 rules: auto (when the namespace has a global IPv6 address), true or false", &c.IPv6, nil},
+		{"iptables-mode", "", "IPTABLES_MODE", "iptables backend: auto, nft or legacy", &o.iptablesMode, nil},
+		{"cleanup-only", "", "CLEANUP_ONLY", "remove everything this tool writes, write nothing (also: positional 'clean')", nil, &o.cleanupOnly},
+	}
+	fs := pflag.NewFlagSet("istio-iptables", pflag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.SortFlags = false
+	for _, d := range defs {
+		if d.str != nil {
+			fs.StringVarP(d.str, d.long, d.short, *d.str, d.usage)
+		} else {
+			fs.BoolVarP(d.boolean, d.long, d.short, *d.boolean, d.usage)
+		}
+	}
+	fs.BoolVarP(&o.help, "help", "h", false, "print this help")
+	fs.BoolVar(&o.version, "version", false, "print the version and exit")
+	return fs, defs
+}
+
+// flagName is how errors name a flag: its short form when it has one.
+func (d flagDef) flagName() string {
+	if d.short != "" {
+		return "-" + d.short
+	}
+	return "--" + d.long
+}
+
+// applyEnv sets every flag not given on the command line from its
+// variable, when that is set and not empty.
+func applyEnv(fs *pflag.FlagSet, defs []flagDef, getenv func(string) (string, bool)) (fromEnv map[string]string, errs []string) {
+	fromEnv = map[string]string{}
+	for _, d := range defs {
+		v, ok := getenv(d.env)
+		if !ok || v == "" || fs.Changed(d.long) {
+			continue
+		}
+		if d.boolean != nil {
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				errs = append(errs, fmt.Sprintf("%s (from %s): %q is not true or false", d.flagName(), d.env, v))
+				continue
+			}
+			*d.boolean = b
+		} else {
+			*d.str = v
+		}
+		fromEnv[d.flagName()] = d.env
+	}
+	return fromEnv, errs
+}
+
+func usage(w io.Writer, defs []flagDef, fs *pflag.FlagSet) {
+	fmt.Fprint(w, `Usage: istio-iptables [flags] [clean]
+
+Writes the netfilter rules that send a pod's TCP traffic through the proxy
+(SPEC: outbound to -p, inbound to -z), in one iptables-restore transaction
+per family. Every flag can also be set by its environment variable; the
+command line wins.
+
+`)
+	tw := tabwriter.NewWriter(w, 2, 8, 2, ' ', 0)
+	for _, d := range defs {
+		name := "    --" + d.long
+		if d.short != "" {
+			name = "-" + d.short + ", --" + d.long
+		}
+		def := ""
+		if d.str != nil {
+			def = fs.Lookup(d.long).DefValue
+			if def == "" {
+				def = `""`
+			}
+		} else {
+			def = "false"
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\tdefault %s\n", name, d.env, d.usage, def)
+	}
+	fmt.Fprintf(tw, "  -h, --help\t\tprint this help\t\n")
+	fmt.Fprintf(tw, "      --version\t\tprint the version and exit\t\n")
+	tw.Flush()
+	fmt.Fprint(w, `
+Exit codes: 0 done; 1 the kernel refused (the earlier state is intact); 2 bad usage.
+`)
+}
+
+// osLookup resolves names through the system's user database.
+type osLookup struct{}
+
+func (osLookup) UserID(name string) (uint32, error) {
+	u, err := user.Lookup(name)
+	if err != nil {
+		return 0, err
+	}
+	n, err := strconv.ParseUint(u.Uid, 10, 32)
+	return uint32(n), err
+}
+
+func (osLookup) GroupID(name string) (uint32, error) {
+	g, err := user.LookupGroup(name)
+	if err != nil {
+		return 0, err
+	}
+	n, err := strconv.ParseUint(g.Gid, 10, 32)
+	return uint32(n), err
+}
+
+// defaultProxyUID is the uid of $ENVOY_USER (default istio-proxy) when that
+// user exists, else 1337.
+func defaultProxyUID(getenv func(string) (string, bool)) string {
+	name, ok := getenv("ENVOY_USER")
+	if !ok || strings.TrimSpace(name) == "" {
+		name = "istio-proxy"
+	}
+	if id, err := (osLookup{}).UserID(name); err == nil {
+		return strconv.FormatUint(uint64(id), 10)
+	}
+	return "1337"
+}

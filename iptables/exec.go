@@ -1,0 +1,95 @@
+package iptables
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os/exec"
+	"regexp"
+	"strconv"
+	"strings"
+)
+
+// execer runs one process. The real one is os/exec; tests inject a fake
+// that asserts argv and stdin.
+type execer interface {
+	Run(ctx context.Context, argv []string, stdin []byte) (stdout []byte, err error)
+}
+
+// ExecError is a process that failed: its argv, exit status and stderr.
+type ExecError struct {
+	Argv     []string
+	ExitCode int
+	Stderr   string
+	Err      error
+}
+
+func (e *ExecError) Error() string {
+	msg := strings.TrimSpace(e.Stderr)
+	if msg == "" && e.Err != nil {
+		msg = e.Err.Error()
+	}
+	return fmt.Sprintf("%s: exit status %d: %s", strings.Join(e.Argv, " "), e.ExitCode, msg)
+}
+
+func (e *ExecError) Unwrap() error { return e.Err }
+
+type osExecer struct{}
+
+func (osExecer) Run(ctx context.Context, argv []string, stdin []byte) ([]byte, error) {
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if stdin != nil {
+		cmd.Stdin = bytes.NewReader(stdin)
+	}
+	if err := cmd.Run(); err != nil {
+		code := -1
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			code = ee.ExitCode()
+		}
+		return stdout.Bytes(), &ExecError{Argv: argv, ExitCode: code, Stderr: stderr.String(), Err: err}
+	}
+	return stdout.Bytes(), nil
+}
+
+var failedLine = regexp.MustCompile(`(?:Error occurred at line|line):? (\d+)`)
+
+// RestoreError is a restore the kernel (or the restore binary) refused. The
+// transaction was not committed: the earlier state is intact.
+type RestoreError struct {
+	Family Family
+	// Line is the 1-based input line the binary named, 0 when it named none.
+	Line int
+	// Text is that line of the input.
+	Text string
+	Exec *ExecError
+}
+
+func (e *RestoreError) Error() string {
+	msg := strings.TrimSpace(e.Exec.Stderr)
+	if i := strings.Index(msg, "\nTry `"); i >= 0 {
+		msg = strings.TrimSpace(msg[:i])
+	}
+	msg = strings.Join(strings.Fields(msg), " ")
+	if e.Line > 0 {
+		return fmt.Sprintf("restore %s rules: %s refused line %d %q: %s", e.Family, e.Exec.Argv[0], e.Line, e.Text, msg)
+	}
+	return fmt.Sprintf("restore %s rules: %s: exit status %d: %s", e.Family, e.Exec.Argv[0], e.Exec.ExitCode, msg)
+}
+
+func (e *RestoreError) Unwrap() error { return e.Exec }
+
+func newRestoreError(f Family, input string, ee *ExecError) *RestoreError {
+	re := &RestoreError{Family: f, Exec: ee}
+	if m := failedLine.FindStringSubmatch(ee.Stderr); m != nil {
+		re.Line, _ = strconv.Atoi(m[1])
+		lines := strings.Split(input, "\n")
+		if re.Line >= 1 && re.Line <= len(lines) {
+			re.Text = lines[re.Line-1]
+		}
+	}
+	return re
+}

@@ -1,0 +1,487 @@
+package iptables
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os/exec"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// BackendMode is the --iptables-mode choice.
+type BackendMode string
+
+// The backend modes.
+const (
+	BackendAuto   BackendMode = "auto"
+	BackendNft    BackendMode = "nft"
+	BackendLegacy BackendMode = "legacy"
+)
+
+// Validate accepts auto, nft and legacy.
+func (m BackendMode) Validate() error {
+	switch m {
+	case BackendAuto, BackendNft, BackendLegacy:
+		return nil
+	}
+	return fmt.Errorf("%q is not auto, nft or legacy", string(m))
+}
+
+// backend is one iptables flavour.
+type backend string
+
+const (
+	nft    backend = "nft"
+	legacy backend = "legacy"
+)
+
+// binary names a flavour's tool for a family, e.g. ip6tables-nft-restore.
+func (b backend) binary(f Family, tool string) string {
+	base := "iptables"
+	if f == IPv6 {
+		base = "ip6tables"
+	}
+	return base + "-" + string(b) + "-" + tool
+}
+
+func (b backend) other() backend {
+	if b == nft {
+		return legacy
+	}
+	return nft
+}
+
+// Executor writes a Plan into a network namespace and removes it again.
+type Executor interface {
+	// Apply makes the namespace hold exactly p, whatever an earlier run
+	// left there; foreign rules are untouched.
+	Apply(ctx context.Context, p Plan) error
+	// Cleanup removes everything this tool owns, in both families and both
+	// backends; absent objects are not errors.
+	Cleanup(ctx context.Context) error
+}
+
+// Options configure the real executor.
+type Options struct {
+	// Netns is the path of the namespace to program; "" is the current one.
+	Netns string
+	// Mode picks the iptables flavour (SPEC §4.1).
+	Mode BackendMode
+	// LockWait bounds the wait for the xtables lock; 0 means 30 s.
+	LockWait time.Duration
+	// Logger receives one line per family and the backend choice; nil
+	// discards them.
+	Logger *slog.Logger
+}
+
+// kernel is what the executor needs from the running system besides the
+// iptables binaries: namespaces, state that the kernel shows without a
+// process, policy routing. The Linux one is in kernel_linux.go.
+type kernel interface {
+	// Do runs fn with the calling thread in the namespace at path.
+	Do(path string, fn func() error) error
+	// LegacyTables lists the legacy x_tables tables loaded in the current
+	// namespace (/proc/thread-self/net/ip{,6}_tables_names).
+	LegacyTables(f Family) ([]string, error)
+	// NftTables lists the nf_tables tables of the family (ip or ip6).
+	NftTables(f Family) ([]string, error)
+	// DeleteEmptyNftTables deletes those of the given iptables-nft tables
+	// that hold no rule and no user chain.
+	DeleteEmptyNftTables(f Family, tables []Table) error
+	// SyncRoutes makes the TPROXY policy routing and addresses be exactly
+	// routes and addrs, removing stale TPROXY routing of an earlier run.
+	SyncRoutes(routes []Route, addrs []Addr) error
+}
+
+type executor struct {
+	o        Options
+	run      execer
+	lookPath func(string) (string, error)
+	k        kernel
+	log      *slog.Logger
+	bins     map[string]string // name -> resolved path
+}
+
+// NewExecutor returns the real executor.
+func NewExecutor(o Options) (Executor, error) {
+	return newExecutor(o, osExecer{}, exec.LookPath, newKernel()), nil
+}
+
+func newExecutor(o Options, run execer, lookPath func(string) (string, error), k kernel) *executor {
+	if o.Mode == "" {
+		o.Mode = BackendAuto
+	}
+	if o.LockWait == 0 {
+		o.LockWait = 30 * time.Second
+	}
+	log := o.Logger
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	return &executor{o: o, run: run, lookPath: lookPath, k: k, log: log, bins: map[string]string{}}
+}
+
+// ErrNoBinary is returned when an iptables binary the run needs is missing.
+var ErrNoBinary = errors.New("binary not found")
+
+// bin resolves a binary once.
+func (e *executor) bin(name string) (string, error) {
+	if p, ok := e.bins[name]; ok {
+		return p, nil
+	}
+	p, err := e.lookPath(name)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", name, ErrNoBinary)
+	}
+	e.bins[name] = p
+	return p, nil
+}
+
+func (e *executor) has(name string) bool {
+	_, err := e.bin(name)
+	return err == nil
+}
+
+// familyState is what one flavour holds in one family.
+type familyState struct {
+	saved Saved
+	read  bool // whether anything was read (false: known empty)
+}
+
+// state is the state read once at the start of a run.
+type state struct {
+	chosen backend
+	by     map[backend]map[Family]familyState
+}
+
+// save runs `*-save` for a flavour and family, unless the kernel shows
+// without a process that the flavour holds no table in that family.
+func (e *executor) save(ctx context.Context, b backend, f Family) (familyState, error) {
+	var tables []string
+	var err error
+	if b == nft {
+		tables, err = e.k.NftTables(f)
+	} else {
+		tables, err = e.k.LegacyTables(f)
+	}
+	if err != nil {
+		return familyState{}, err
+	}
+	relevant := false
+	for _, t := range tables {
+		relevant = relevant || t == string(TableNat) || t == string(TableMangle) || t == string(TableRaw)
+	}
+	if !relevant {
+		return familyState{}, nil
+	}
+	name := b.binary(f, "save")
+	path, err := e.bin(name)
+	if err != nil {
+		return familyState{}, err
+	}
+	out, err := e.run.Run(ctx, []string{path}, nil)
+	if err != nil {
+		return familyState{}, fmt.Errorf("read %s state: %w", f, err)
+	}
+	s, err := ParseSave(string(out))
+	if err != nil {
+		return familyState{}, fmt.Errorf("read %s state from %s: %w", f, name, err)
+	}
+	return familyState{saved: s, read: true}, nil
+}
+
+// readState reads both flavours' state for the families and picks the
+// backend (SPEC §4.1): legacy only when legacy holds rules and nft holds
+// none; otherwise nft; a flavour that is not installed is not used.
+func (e *executor) readState(ctx context.Context, fams []Family) (state, error) {
+	st := state{by: map[backend]map[Family]familyState{nft: {}, legacy: {}}}
+	installed := func(b backend) bool {
+		for _, f := range fams {
+			if !e.has(b.binary(f, "restore")) {
+				return false
+			}
+		}
+		return true
+	}
+	hasRules := map[backend]bool{}
+	for _, b := range []backend{nft, legacy} {
+		if !installed(b) {
+			continue
+		}
+		for _, f := range fams {
+			fs, err := e.save(ctx, b, f)
+			if err != nil {
+				return state{}, err
+			}
+			st.by[b][f] = fs
+			hasRules[b] = hasRules[b] || fs.saved.HasRules()
+		}
+	}
+	switch e.o.Mode {
+	case BackendNft:
+		st.chosen = nft
+	case BackendLegacy:
+		st.chosen = legacy
+	default:
+		st.chosen = nft
+		if hasRules[legacy] && !hasRules[nft] {
+			st.chosen = legacy
+		}
+		if !installed(st.chosen) && installed(st.chosen.other()) {
+			st.chosen = st.chosen.other()
+		}
+	}
+	if !installed(st.chosen) {
+		var missing []string
+		for _, f := range fams {
+			if !e.has(st.chosen.binary(f, "restore")) {
+				missing = append(missing, st.chosen.binary(f, "restore"))
+			}
+		}
+		return state{}, fmt.Errorf("iptables %s backend: %s: %w", st.chosen, strings.Join(missing, ", "), ErrNoBinary)
+	}
+	return st, nil
+}
+
+// restore feeds one transaction to a flavour's *-restore --noflush.
+func (e *executor) restore(ctx context.Context, b backend, f Family, input string) error {
+	path, err := e.bin(b.binary(f, "restore"))
+	if err != nil {
+		return err
+	}
+	argv := []string{path, "--noflush", "--wait", strconv.Itoa(int(e.o.LockWait / time.Second))}
+	if _, err := e.run.Run(ctx, argv, []byte(input)); err != nil {
+		var ee *ExecError
+		if errors.As(err, &ee) {
+			return newRestoreError(f, input, ee)
+		}
+		return fmt.Errorf("restore %s rules: %w", f, err)
+	}
+	return nil
+}
+
+// written is a family already changed in this run, with what undoes it.
+type written struct {
+	b    backend
+	f    Family
+	undo string
+}
+
+// Apply implements Executor.
+func (e *executor) Apply(ctx context.Context, p Plan) error {
+	if err := p.Validate(); err != nil {
+		return fmt.Errorf("invalid plan: %w", err)
+	}
+	return e.k.Do(e.o.Netns, func() error { return e.apply(ctx, p) })
+}
+
+func (e *executor) apply(ctx context.Context, p Plan) error {
+	var fams []Family
+	for _, rs := range p.RuleSets {
+		fams = append(fams, rs.Family)
+	}
+	// The other family is read too when its binaries exist, so that rules
+	// of an earlier run with other flags are removed there.
+	all := slices.Clone(fams)
+	for _, f := range []Family{IPv4, IPv6} {
+		if !slices.Contains(all, f) && (e.has(nft.binary(f, "restore")) || e.has(legacy.binary(f, "restore"))) {
+			all = append(all, f)
+		}
+	}
+	st, err := e.readState(ctx, fams)
+	if err != nil {
+		return err
+	}
+	for _, f := range all {
+		if slices.Contains(fams, f) {
+			continue
+		}
+		for _, b := range []backend{nft, legacy} {
+			if e.has(b.binary(f, "restore")) {
+				fs, err := e.save(ctx, b, f)
+				if err != nil {
+					return err
+				}
+				st.by[b][f] = fs
+			}
+		}
+	}
+	e.log.Info("backend", "iptables", st.chosen)
+
+	var done []written
+	rollback := func(cause error) error {
+		for i := len(done) - 1; i >= 0; i-- {
+			w := done[i]
+			if err := e.restore(context.WithoutCancel(ctx), w.b, w.f, w.undo); err != nil {
+				return fmt.Errorf("%w; rolling back %s failed too: %v", cause, w.f, err)
+			}
+		}
+		return cause
+	}
+	for _, f := range all {
+		rs, want := p.RuleSet(f)
+		if !want {
+			rs = RuleSet{Family: f}
+		}
+		for _, b := range []backend{st.chosen, st.chosen.other()} {
+			fs := st.by[b][f]
+			if b != st.chosen {
+				rs = RuleSet{Family: f} // the other flavour keeps nothing of ours
+			}
+			old := Owned(f, fs.saved)
+			if (b != st.chosen || !want) && old.Empty() {
+				continue
+			}
+			if InPlace(rs, fs.saved) {
+				e.log.Info("rules already in place, nothing written", "family", f, "backend", b)
+				continue
+			}
+			start := time.Now()
+			input := Render(rs, old)
+			if err := e.restore(ctx, b, f, input); err != nil {
+				return rollback(err)
+			}
+			done = append(done, written{b, f, Render(RestoreRuleSet(f, fs.saved), Owned(f, cleanState(f, rs)))})
+			e.log.Info("rules written", "family", f, "backend", b, "rules", len(rs.Rules),
+				"removed", len(old.Rules)+len(old.Chains), "took", time.Since(start).Round(10*time.Microsecond))
+			if b == nft {
+				if err := e.k.DeleteEmptyNftTables(f, emptied(rs, old)); err != nil {
+					e.log.Warn("could not delete empty tables", "family", f, "err", err)
+				}
+			}
+		}
+	}
+	if err := e.k.SyncRoutes(p.Routes, p.Addrs); err != nil {
+		return rollback(fmt.Errorf("policy routing: %w", err))
+	}
+	return nil
+}
+
+// emptied lists the tables old used that rs does not.
+func emptied(rs RuleSet, old Removal) []Table {
+	var out []Table
+	for _, t := range renderTables(RuleSet{}, old) {
+		if !slices.Contains(rs.Tables(), t) {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+// Cleanup implements Executor.
+func (e *executor) Cleanup(ctx context.Context) error {
+	return e.k.Do(e.o.Netns, func() error { return e.cleanup(ctx) })
+}
+
+func (e *executor) cleanup(ctx context.Context) error {
+	removed := 0
+	for _, b := range []backend{nft, legacy} {
+		for _, f := range []Family{IPv4, IPv6} {
+			if !e.has(b.binary(f, "restore")) {
+				continue
+			}
+			fs, err := e.save(ctx, b, f)
+			if err != nil {
+				return err
+			}
+			old := Owned(f, fs.saved)
+			if old.Empty() {
+				continue
+			}
+			if err := e.restore(ctx, b, f, Render(RuleSet{Family: f}, old)); err != nil {
+				return err
+			}
+			removed += len(old.Rules) + len(old.Chains)
+			e.log.Info("removed", "family", f, "backend", b, "rules", len(old.Rules), "chains", len(old.Chains))
+			if b == nft {
+				if err := e.k.DeleteEmptyNftTables(f, renderTables(RuleSet{}, old)); err != nil {
+					e.log.Warn("could not delete empty tables", "family", f, "err", err)
+				}
+			}
+		}
+	}
+	if err := e.k.SyncRoutes(nil, nil); err != nil {
+		return fmt.Errorf("policy routing: %w", err)
+	}
+	if removed == 0 {
+		e.log.Info("nothing to remove")
+	}
+	return nil
+}
+
+// RestoreRuleSet rebuilds, from saved state, the rule set that writes this
+// tool's rules back as they are there: the owned chains with their rules,
+// and the owned builtin-chain rules, those on top of their chain inserted.
+// It is what a rollback writes.
+func RestoreRuleSet(f Family, s Saved) RuleSet {
+	owned := Owned(f, s)
+	rs := RuleSet{Family: f, Chains: owned.Chains}
+	for _, t := range []Table{TableNat, TableMangle, TableRaw} {
+		st, _ := s.Table(t)
+		for _, c := range builtinChains[t] {
+			top := true
+			var inserted []Rule
+			for _, r := range st.ChainRules(c) {
+				isOwned := slices.ContainsFunc(owned.Rules, func(o SavedRule) bool { return o.Table == t && slices.Equal(o.Args, r.Args) && o.Chain == c })
+				switch {
+				case isOwned && top:
+					inserted = append([]Rule{{Table: t, Chain: c, Insert: true, Args: r.Args}}, inserted...)
+				case isOwned:
+					rs.Rules = append(rs.Rules, Rule{Table: t, Chain: c, Args: r.Args})
+				default:
+					top = false
+				}
+			}
+			rs.Rules = append(rs.Rules, inserted...)
+		}
+		for _, tc := range owned.Chains {
+			if tc.Table != t {
+				continue
+			}
+			for _, r := range st.ChainRules(tc.Chain) {
+				rs.Rules = append(rs.Rules, Rule{Table: t, Chain: tc.Chain, Args: r.Args})
+			}
+		}
+	}
+	return rs
+}
+
+// cleanState turns a rule set into the saved state it produces in a clean
+// namespace, so Owned can say what a rollback has to remove.
+func cleanState(f Family, rs RuleSet) Saved {
+	var s Saved
+	for _, t := range rs.Tables() {
+		st := SavedTable{Name: t}
+		for _, tc := range rs.Chains {
+			if tc.Table == t {
+				st.Chains = append(st.Chains, SavedChain{Name: tc.Chain, Policy: "-"})
+			}
+		}
+		for _, c := range append(slices.Clone(builtinChains[t]), chainsOf(rs, t)...) {
+			for _, r := range rs.ChainRules(t, c) {
+				args := r.Args
+				if sp, err := ParseSpec(f, r.Args); err == nil {
+					args = sp.Args()
+				}
+				st.Rules = append(st.Rules, SavedRule{Table: t, Chain: c, Args: args})
+			}
+		}
+		s.Tables = append(s.Tables, st)
+	}
+	return s
+}
+
+func chainsOf(rs RuleSet, t Table) []Chain {
+	var out []Chain
+	for _, tc := range rs.Chains {
+		if tc.Table == t {
+			out = append(out, tc.Chain)
+		}
+	}
+	return out
+}

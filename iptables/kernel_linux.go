@@ -1,0 +1,398 @@
+//go:build linux
+
+package iptables
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"runtime"
+	"slices"
+	"strings"
+
+	"github.com/google/nftables"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+type linuxKernel struct{}
+
+func newKernel() kernel { return linuxKernel{} }
+
+// Do runs fn with the calling thread in the namespace at path, the way
+// containernetworking's ns.Do does: on a fresh goroutine with its OS
+// thread locked; the thread is unlocked only when it is back in the
+// original namespace, so a failed restore cannot leak a thread in the
+// wrong namespace. Processes fn starts inherit the namespace. An empty
+// path runs fn where it is.
+func (linuxKernel) Do(path string, fn func() error) error {
+	if path == "" {
+		return fn()
+	}
+	target, err := netns.GetFromPath(path)
+	if err != nil {
+		return fmt.Errorf("open netns %s: %w", path, err)
+	}
+	defer target.Close()
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			errc <- fmt.Errorf("read current netns: %w", err)
+			return // the thread exits locked and is discarded
+		}
+		defer orig.Close()
+		if err := netns.Set(target); err != nil {
+			errc <- fmt.Errorf("enter netns %s: %w", path, err)
+			return
+		}
+		ferr := fn()
+		if err := netns.Set(orig); err != nil {
+			errc <- errors.Join(ferr, fmt.Errorf("leave netns %s: %w", path, err))
+			return
+		}
+		runtime.UnlockOSThread()
+		errc <- ferr
+	}()
+	return <-errc
+}
+
+// LegacyTables reads the legacy tables of this thread's namespace. The
+// file only lists tables that exist, and reading it creates none.
+func (linuxKernel) LegacyTables(f Family) ([]string, error) {
+	name := "/proc/thread-self/net/ip_tables_names"
+	if f == IPv6 {
+		name = "/proc/thread-self/net/ip6_tables_names"
+	}
+	b, err := os.ReadFile(name)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil // x_tables not loaded at all
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read legacy tables: %w", err)
+	}
+	return strings.Fields(string(b)), nil
+}
+
+// nftConn opens an nf_tables netlink connection in this thread's namespace.
+func nftConn() (*nftables.Conn, func(), error) {
+	ns, err := netns.Get()
+	if err != nil {
+		return nil, nil, fmt.Errorf("read current netns: %w", err)
+	}
+	c, err := nftables.New(nftables.WithNetNSFd(int(ns)))
+	if err != nil {
+		ns.Close()
+		return nil, nil, fmt.Errorf("nftables: %w", err)
+	}
+	return c, func() { c.CloseLasting(); ns.Close() }, nil
+}
+
+func nftFamily(f Family) nftables.TableFamily {
+	if f == IPv6 {
+		return nftables.TableFamilyIPv6
+	}
+	return nftables.TableFamilyIPv4
+}
+
+// NftTables lists the nf_tables tables of the family over netlink.
+func (linuxKernel) NftTables(f Family) ([]string, error) {
+	c, done, err := nftConn()
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	tables, err := c.ListTablesOfFamily(nftFamily(f))
+	if err != nil {
+		return nil, fmt.Errorf("list nftables %s tables: %w", f, err)
+	}
+	var out []string
+	for _, t := range tables {
+		out = append(out, t.Name)
+	}
+	return out, nil
+}
+
+// DeleteEmptyNftTables deletes the named tables when they hold only base
+// chains with no rule and an accept policy: removing such a table changes
+// nothing for a packet, and leaves the namespace as it was before a run.
+func (linuxKernel) DeleteEmptyNftTables(f Family, tables []Table) error {
+	if len(tables) == 0 {
+		return nil
+	}
+	c, done, err := nftConn()
+	if err != nil {
+		return err
+	}
+	defer done()
+	chains, err := c.ListChainsOfTableFamily(nftFamily(f))
+	if err != nil {
+		return fmt.Errorf("list nftables %s chains: %w", f, err)
+	}
+	var del []*nftables.Table
+	for _, t := range tables {
+		empty, found := true, false
+		for _, ch := range chains {
+			if ch.Table.Name != string(t) {
+				continue
+			}
+			found = true
+			if ch.Hooknum == nil || ch.Policy == nil || *ch.Policy != nftables.ChainPolicyAccept {
+				empty = false
+				break
+			}
+			rules, err := c.GetRules(ch.Table, ch)
+			if err != nil {
+				return fmt.Errorf("list rules of %s/%s: %w", t, ch.Name, err)
+			}
+			if len(rules) > 0 {
+				empty = false
+				break
+			}
+		}
+		if found && empty {
+			del = append(del, &nftables.Table{Name: string(t), Family: nftFamily(f)})
+		}
+	}
+	if len(del) == 0 {
+		return nil
+	}
+	for _, t := range del {
+		c.DelTable(t)
+	}
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("delete empty nftables %s tables: %w", f, err)
+	}
+	return nil
+}
+
+func nlFamily(f Family) int {
+	if f == IPv6 {
+		return netlink.FAMILY_V6
+	}
+	return netlink.FAMILY_V4
+}
+
+// retry repeats a netlink dump that the kernel interrupted.
+func retry[T any](list func() ([]T, error)) ([]T, error) {
+	var err error
+	for range 5 {
+		var out []T
+		if out, err = list(); !errors.Is(err, netlink.ErrDumpInterrupted) {
+			return out, err
+		}
+	}
+	return nil, err
+}
+
+// SyncRoutes makes the TPROXY routing be exactly routes, and the addresses
+// exactly addrs (only ::6/128 on lo is ever ours). A TPROXY route of an
+// earlier run is recognised as a `fwmark M lookup T` rule whose table T
+// holds only `local default dev lo`.
+func (linuxKernel) SyncRoutes(routes []Route, addrs []Addr) error {
+	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+	if err != nil {
+		return fmt.Errorf("netlink: %w", err)
+	}
+	defer h.Close()
+	lo, err := h.LinkByName("lo")
+	if err != nil {
+		return fmt.Errorf("find lo: %w", err)
+	}
+	for _, f := range []Family{IPv4, IPv6} {
+		if err := syncFamilyRoutes(h, lo, f, routes); err != nil {
+			return err
+		}
+	}
+	return syncAddrs(h, lo, addrs)
+}
+
+func defaultDst(f Family) *net.IPNet {
+	if f == IPv6 {
+		return &net.IPNet{IP: net.IPv6zero, Mask: net.CIDRMask(0, 128)}
+	}
+	return &net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}
+}
+
+// tproxyTable reports whether table t holds only `local default dev lo`.
+func tproxyTable(h *netlink.Handle, lo netlink.Link, f Family, t int) (bool, error) {
+	rs, err := retry(func() ([]netlink.Route, error) {
+		return h.RouteListFiltered(nlFamily(f), &netlink.Route{Table: t}, netlink.RT_FILTER_TABLE)
+	})
+	if err != nil {
+		return false, fmt.Errorf("list routes of table %d: %w", t, err)
+	}
+	if len(rs) != 1 {
+		return false, nil
+	}
+	r := rs[0]
+	ones := -1
+	if r.Dst != nil {
+		ones, _ = r.Dst.Mask.Size()
+	}
+	return r.Type == unix.RTN_LOCAL && r.LinkIndex == lo.Attrs().Index && (r.Dst == nil || ones == 0), nil
+}
+
+func syncFamilyRoutes(h *netlink.Handle, lo netlink.Link, f Family, routes []Route) error {
+	var want []Route
+	for _, r := range routes {
+		if r.Family == f {
+			want = append(want, r)
+		}
+	}
+	rules, err := retry(func() ([]netlink.Rule, error) { return h.RuleList(nlFamily(f)) })
+	if err != nil {
+		return fmt.Errorf("list %s rules: %w", f, err)
+	}
+	wanted := func(mark uint32, table int) bool {
+		return slices.ContainsFunc(want, func(r Route) bool { return r.Mark == mark && r.Table == table })
+	}
+	have := map[[2]int]bool{}
+	for _, r := range rules {
+		if r.Mark == 0 || r.Table <= 0 || r.Table >= 253 {
+			continue
+		}
+		if wanted(r.Mark, r.Table) && !have[[2]int{int(r.Mark), r.Table}] {
+			have[[2]int{int(r.Mark), r.Table}] = true
+			continue
+		}
+		ours, err := tproxyTable(h, lo, f, r.Table)
+		if err != nil {
+			return err
+		}
+		if !ours {
+			continue
+		}
+		// A stale (or duplicate) TPROXY rule of an earlier run.
+		if err := h.RuleDel(&r); err != nil && !errors.Is(err, unix.ENOENT) {
+			return fmt.Errorf("delete %s rule fwmark %d lookup %d: %w", f, r.Mark, r.Table, err)
+		}
+		if !wanted(r.Mark, r.Table) && !slices.ContainsFunc(want, func(w Route) bool { return w.Table == r.Table }) {
+			err := h.RouteDel(&netlink.Route{LinkIndex: lo.Attrs().Index, Table: r.Table, Type: unix.RTN_LOCAL, Dst: defaultDst(f), Scope: netlink.SCOPE_HOST})
+			if err != nil && !errors.Is(err, unix.ESRCH) && !errors.Is(err, unix.ENOENT) {
+				return fmt.Errorf("delete %s local default route of table %d: %w", f, r.Table, err)
+			}
+		}
+	}
+	for _, w := range want {
+		// ip route add local default dev lo table T
+		err := h.RouteReplace(&netlink.Route{LinkIndex: lo.Attrs().Index, Table: w.Table, Type: unix.RTN_LOCAL, Dst: defaultDst(f), Scope: netlink.SCOPE_HOST})
+		if err != nil {
+			return fmt.Errorf("add %s local default route to table %d: %w", f, w.Table, err)
+		}
+		if have[[2]int{int(w.Mark), w.Table}] {
+			continue
+		}
+		// ip rule add fwmark M lookup T
+		rule := netlink.NewRule()
+		rule.Family = nlFamily(f)
+		rule.Mark = w.Mark
+		rule.Table = w.Table
+		if err := h.RuleAdd(rule); err != nil && !errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("add %s rule fwmark %d lookup %d: %w", f, w.Mark, w.Table, err)
+		}
+	}
+	return nil
+}
+
+// ownedAddrs are the addresses this tool may put on lo.
+var ownedAddrs = []netip.Prefix{netip.MustParsePrefix("::6/128")}
+
+func syncAddrs(h *netlink.Handle, lo netlink.Link, addrs []Addr) error {
+	for _, a := range addrs {
+		if a.Dev != "lo" || !slices.Contains(ownedAddrs, a.Prefix) {
+			return fmt.Errorf("address %s on %s is not one this tool manages", a.Prefix, a.Dev)
+		}
+		ipn := &net.IPNet{IP: a.Prefix.Addr().AsSlice(), Mask: net.CIDRMask(a.Prefix.Bits(), a.Prefix.Addr().BitLen())}
+		if err := h.AddrReplace(lo, &netlink.Addr{IPNet: ipn}); err != nil {
+			return fmt.Errorf("add %s to lo: %w", a.Prefix, err)
+		}
+	}
+	have, err := retry(func() ([]netlink.Addr, error) { return h.AddrList(lo, netlink.FAMILY_ALL) })
+	if err != nil {
+		return fmt.Errorf("list addresses of lo: %w", err)
+	}
+	for _, a := range have {
+		p, ok := netip.AddrFromSlice(a.IP)
+		if !ok {
+			continue
+		}
+		ones, _ := a.Mask.Size()
+		pfx := netip.PrefixFrom(p.Unmap(), ones)
+		if !slices.Contains(ownedAddrs, pfx) || slices.ContainsFunc(addrs, func(w Addr) bool { return w.Prefix == pfx }) {
+			continue
+		}
+		if err := h.AddrDel(lo, &a); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
+			return fmt.Errorf("remove %s from lo: %w", pfx, err)
+		}
+	}
+	return nil
+}
+
+// CheckNetns verifies that path names a network namespace: a nsfs file of
+// type CLONE_NEWNET. It only opens the file.
+func CheckNetns(path string) error {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return fmt.Errorf("%q: %w", path, err)
+	}
+	if fi.IsDir() {
+		return fmt.Errorf("%q is a directory, not a network namespace", path)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("%q: %w", path, err)
+	}
+	defer f.Close()
+	var st unix.Statfs_t
+	if err := unix.Fstatfs(int(f.Fd()), &st); err != nil {
+		return fmt.Errorf("%q: %w", path, err)
+	}
+	if st.Type != unix.NSFS_MAGIC {
+		return fmt.Errorf("%q is not a namespace file (expected /var/run/netns/NAME or /proc/PID/ns/net)", path)
+	}
+	t, err := unix.IoctlRetInt(int(f.Fd()), unix.NS_GET_NSTYPE)
+	if err != nil {
+		return fmt.Errorf("%q: %w", path, err)
+	}
+	if t != unix.CLONE_NEWNET {
+		return fmt.Errorf("%q is a namespace, but not a network namespace", path)
+	}
+	return nil
+}
+
+// HasGlobalIPv6 reports whether the namespace at path ("" the current
+// one) has a global IPv6 address on an interface other than lo. Reading
+// the current namespace needs no privilege.
+func HasGlobalIPv6(path string) (bool, error) {
+	h := &netlink.Handle{}
+	if path != "" {
+		ns, err := netns.GetFromPath(path)
+		if err != nil {
+			return false, fmt.Errorf("open netns %s: %w", path, err)
+		}
+		defer ns.Close()
+		if h, err = netlink.NewHandleAt(ns, unix.NETLINK_ROUTE); err != nil {
+			return false, fmt.Errorf("netlink in %s: %w", path, err)
+		}
+		defer h.Close()
+	}
+	addrs, err := retry(func() ([]netlink.Addr, error) { return h.AddrList(nil, netlink.FAMILY_V6) })
+	if err != nil {
+		return false, fmt.Errorf("list IPv6 addresses: %w", err)
+	}
+	for _, a := range addrs {
+		if a.Scope != unix.RT_SCOPE_UNIVERSE || a.IP.IsLoopback() || a.IP.IsLinkLocalUnicast() {
+			continue
+		}
+		if l, err := h.LinkByIndex(a.LinkIndex); err == nil && l.Attrs().Flags&net.FlagLoopback != 0 {
+			continue
+		}
+		return true, nil
+	}
+	return false, nil
+}
