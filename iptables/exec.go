@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"os/exec"
-	"regexp"
 	"strconv"
 	"strings"
 )
@@ -55,7 +54,27 @@ func (osExecer) Run(ctx context.Context, argv []string, stdin []byte) ([]byte, e
 	return stdout.Bytes(), nil
 }
 
-var failedLine = regexp.MustCompile(`(?:Error occurred at line|line):? (\d+)`)
+// failedLineNumber finds the input line *-restore names in its error:
+// "Error occurred at line: 3" (nft, legacy) or "line 3 failed" (legacy).
+func failedLineNumber(stderr string) int {
+	for _, marker := range []string{"Error occurred at line: ", "line "} {
+		for rest := stderr; ; {
+			i := strings.Index(rest, marker)
+			if i < 0 {
+				break
+			}
+			rest = rest[i+len(marker):]
+			j := 0
+			for j < len(rest) && rest[j] >= '0' && rest[j] <= '9' {
+				j++
+			}
+			if n, err := strconv.Atoi(rest[:j]); err == nil && n > 0 {
+				return n
+			}
+		}
+	}
+	return 0
+}
 
 // RestoreError is a restore the kernel (or the restore binary) refused. The
 // transaction was not committed: the earlier state is intact.
@@ -84,8 +103,7 @@ func (e *RestoreError) Unwrap() error { return e.Exec }
 
 func newRestoreError(f Family, input string, ee *ExecError) *RestoreError {
 	re := &RestoreError{Family: f, Exec: ee}
-	if m := failedLine.FindStringSubmatch(ee.Stderr); m != nil {
-		re.Line, _ = strconv.Atoi(m[1])
+	if re.Line = failedLineNumber(ee.Stderr); re.Line > 0 {
 		lines := strings.Split(input, "\n")
 		if re.Line >= 1 && re.Line <= len(lines) {
 			re.Text = lines[re.Line-1]

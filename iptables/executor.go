@@ -88,8 +88,8 @@ type kernel interface {
 	// LegacyTables lists the legacy x_tables tables loaded in the current
 	// namespace (/proc/thread-self/net/ip{,6}_tables_names).
 	LegacyTables(f Family) ([]string, error)
-	// NftTables lists the nf_tables tables of the family (ip or ip6).
-	NftTables(f Family) ([]string, error)
+	// NftTables lists the nf_tables tables of the ip and ip6 families.
+	NftTables() (map[Family][]string, error)
 	// DeleteEmptyNftTables deletes those of the given iptables-nft tables
 	// that hold no rule and no user chain.
 	DeleteEmptyNftTables(f Family, tables []Table) error
@@ -105,6 +105,7 @@ type executor struct {
 	k        kernel
 	log      *slog.Logger
 	bins     map[string]string // name -> resolved path
+	nftTabs  map[Family][]string
 }
 
 // NewExecutor returns the real executor.
@@ -165,7 +166,12 @@ func (e *executor) save(ctx context.Context, b backend, f Family) (familyState, 
 	var tables []string
 	var err error
 	if b == nft {
-		tables, err = e.k.NftTables(f)
+		if e.nftTabs == nil {
+			if e.nftTabs, err = e.k.NftTables(); err != nil {
+				return familyState{}, err
+			}
+		}
+		tables = e.nftTabs[f]
 	} else {
 		tables, err = e.k.LegacyTables(f)
 	}
@@ -314,6 +320,7 @@ func (e *executor) apply(ctx context.Context, p Plan) error {
 	e.log.Info("backend", "iptables", st.chosen)
 
 	var done []written
+	foundOwned := false
 	rollback := func(cause error) error {
 		for i := len(done) - 1; i >= 0; i-- {
 			w := done[i]
@@ -334,6 +341,7 @@ func (e *executor) apply(ctx context.Context, p Plan) error {
 				rs = RuleSet{Family: f} // the other flavour keeps nothing of ours
 			}
 			old := Owned(f, fs.saved)
+			foundOwned = foundOwned || !old.Empty()
 			if (b != st.chosen || !want) && old.Empty() {
 				continue
 			}
@@ -355,6 +363,11 @@ func (e *executor) apply(ctx context.Context, p Plan) error {
 				}
 			}
 		}
+	}
+	// Stale TPROXY routing can only be left by an earlier run, whose rules
+	// would have been found: with none found and none wanted, skip netlink.
+	if len(p.Routes) == 0 && len(p.Addrs) == 0 && !foundOwned {
+		return nil
 	}
 	if err := e.k.SyncRoutes(p.Routes, p.Addrs); err != nil {
 		return rollback(fmt.Errorf("policy routing: %w", err))

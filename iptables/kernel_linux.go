@@ -99,20 +99,26 @@ func nftFamily(f Family) nftables.TableFamily {
 	return nftables.TableFamilyIPv4
 }
 
-// NftTables lists the nf_tables tables of the family over netlink.
-func (linuxKernel) NftTables(f Family) ([]string, error) {
+// NftTables lists the nf_tables tables of both IP families over netlink,
+// in one dump.
+func (linuxKernel) NftTables() (map[Family][]string, error) {
 	c, done, err := nftConn()
 	if err != nil {
 		return nil, err
 	}
 	defer done()
-	tables, err := c.ListTablesOfFamily(nftFamily(f))
+	tables, err := c.ListTables()
 	if err != nil {
-		return nil, fmt.Errorf("list nftables %s tables: %w", f, err)
+		return nil, fmt.Errorf("list nftables tables: %w", err)
 	}
-	var out []string
+	out := map[Family][]string{}
 	for _, t := range tables {
-		out = append(out, t.Name)
+		switch t.Family {
+		case nftables.TableFamilyIPv4:
+			out[IPv4] = append(out[IPv4], t.Name)
+		case nftables.TableFamilyIPv6:
+			out[IPv6] = append(out[IPv6], t.Name)
+		}
 	}
 	return out, nil
 }

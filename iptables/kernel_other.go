@@ -16,7 +16,7 @@ func newKernel() kernel { return otherKernel{} }
 
 func (otherKernel) Do(string, func() error) error              { return ErrUnsupported }
 func (otherKernel) LegacyTables(Family) ([]string, error)      { return nil, ErrUnsupported }
-func (otherKernel) NftTables(Family) ([]string, error)         { return nil, ErrUnsupported }
+func (otherKernel) NftTables() (map[Family][]string, error)    { return nil, ErrUnsupported }
 func (otherKernel) DeleteEmptyNftTables(Family, []Table) error { return ErrUnsupported }
 func (otherKernel) SyncRoutes([]Route, []Addr) error           { return ErrUnsupported }
 
