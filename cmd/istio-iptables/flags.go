@@ -6,7 +6,6 @@ import (
 	"os/user"
 	"strconv"
 	"strings"
-	"text/tabwriter"
 
 	"github.com/spf13/pflag"
 
@@ -108,32 +107,29 @@ func usage(w io.Writer, defs []flagDef, fs *pflag.FlagSet) {
 	fmt.Fprint(w, `Usage: istio-iptables [flags] [clean]
 
 Writes the netfilter rules that send a pod's TCP traffic through the proxy
-(SPEC: outbound to -p, inbound to -z), in one iptables-restore transaction
-per family. Every flag can also be set by its environment variable; the
+(outbound to -p, inbound to -z) in one iptables-restore transaction per
+family. Every flag can also be set by its environment variable; the
 command line wins.
 
 `)
-	tw := tabwriter.NewWriter(w, 2, 8, 2, ' ', 0)
 	for _, d := range defs {
-		name := "    --" + d.long
+		name := "      --" + d.long
 		if d.short != "" {
-			name = "-" + d.short + ", --" + d.long
+			name = "  -" + d.short + ", --" + d.long
 		}
-		def := ""
+		def := "false"
 		if d.str != nil {
-			def = fs.Lookup(d.long).DefValue
-			if def == "" {
+			if def = fs.Lookup(d.long).DefValue; def == "" {
 				def = `""`
 			}
-		} else {
-			def = "false"
 		}
-		fmt.Fprintf(tw, "  %s\t%s\t%s\tdefault %s\n", name, d.env, d.usage, def)
+		fmt.Fprintf(w, "%s\n        %s [$%s, default %s]\n", name, d.usage, d.env, def)
 	}
-	fmt.Fprintf(tw, "  -h, --help\t\tprint this help\t\n")
-	fmt.Fprintf(tw, "      --version\t\tprint the version and exit\t\n")
-	tw.Flush()
-	fmt.Fprint(w, `
+	fmt.Fprint(w, `  -h, --help
+        print this help
+      --version
+        print the version and exit
+
 Exit codes: 0 done; 1 the kernel refused (the earlier state is intact); 2 bad usage.
 `)
 }
