@@ -36,3 +36,18 @@ lint:
 # median of 15 runs, each in a fresh network namespace).
 bench: build
 	$(GO) run ./cmd/istio-iptables-bench -bin $(BIN) -runs 15
+
+# image: the container image from the official base images (needs a registry);
+# IMAGE_TOOL=buildah works too. See the README's image section.
+IMAGE      ?= istio-iptables:$(VERSION)
+IMAGE_TOOL ?= $(if $(shell command -v docker),docker,buildah)
+
+.PHONY: image image-test
+
+image:
+	$(IMAGE_TOOL) build --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) -t $(IMAGE) .
+
+# image-test: root; builds the image offline with buildah from local base
+# images (cached in .cache/) and checks it in a throwaway network namespace.
+image-test:
+	VERSION=$(VERSION) COMMIT=$(COMMIT) hack/image-test.sh
