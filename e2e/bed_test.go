@@ -31,8 +31,8 @@ var families = []family{ipv4, ipv6}
 //	eth0 client ------- eth0 pod    eth1 podr ------- eth0 remote
 //	10.66.1.2           10.66.1.1   10.66.2.1         10.66.2.2
 //	fd66:1::2           fd66:1::1   fd66:2::1         fd66:2::2
-//	                                (route to remote2  + remote2 10.66.3.2
-//	                                 via remote)          fd66:3::2
+//	(route to vip                   (route to remote2  + remote2 10.66.3.2
+//	 10.66.9.9, fd66:9::9 via pod)   via remote)          fd66:3::2
 var addrs = map[string]map[family]string{
 	"client":  {ipv4: "10.66.1.2", ipv6: "fd66:1::2"},
 	"pod":     {ipv4: "10.66.1.1", ipv6: "fd66:1::1"},
@@ -40,7 +40,8 @@ var addrs = map[string]map[family]string{
 	"remote":  {ipv4: "10.66.2.2", ipv6: "fd66:2::2"},
 	"remote2": {ipv4: "10.66.3.2", ipv6: "fd66:3::2"},
 	"lo":      {ipv4: "127.0.0.1", ipv6: "::1"},
-	"pass":    {ipv4: "127.0.0.6", ipv6: "::6"}, // the proxy's inbound passthrough source
+	"pass":    {ipv4: "127.0.0.6", ipv6: "::6"},       // the proxy's inbound passthrough source
+	"vip":     {ipv4: "10.66.9.9", ipv6: "fd66:9::9"}, // not the pod's, routed to it by the client
 }
 
 // remote2Nets is the routed network behind the remote, the CIDR used with -i and -x.
@@ -92,6 +93,7 @@ func newBed(t *testing.T) *bed {
 		addAddr(t, remote, "eth0", addrs["remote"][f], 24, 64)
 		addAddr(t, remote, "eth0", addrs["remote2"][f], 32, 128)
 		addRoute(t, pod, remote2Nets[f], addrs["remote"][f])
+		addRoute(t, client, hostCIDR(addrs["vip"][f]), addrs["pod"][f])
 	}
 
 	startServer(t, b.pod, "server", appServer, envName+"=app", envPorts+"="+appPorts)
@@ -106,7 +108,7 @@ const (
 	appPorts    = "80,8080,15008,15090,15021,15020"
 	proxyPorts  = "15001,15006"
 	inboundPort = "15006" // the proxy's transparent listener, for TPROXY
-	remotePorts = "80,8080"
+	remotePorts = "8080,9090"
 )
 
 // netnsHandle is an open namespace and a netlink handle working inside it.
@@ -168,6 +170,14 @@ func addAddr(t *testing.T, h netnsHandle, link, ip string, bits4, bits6 int) {
 		addr.Flags = unix.IFA_F_NODAD
 	}
 	require.NoError(t, h.nl.AddrAdd(l, addr), "add %s to %s", addr.IPNet, link)
+}
+
+// hostCIDR is ip as a one-address prefix.
+func hostCIDR(ip string) string {
+	if net.ParseIP(ip).To4() != nil {
+		return ip + "/32"
+	}
+	return ip + "/128"
 }
 
 // addRoute adds a route to cidr via gw.

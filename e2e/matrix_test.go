@@ -25,6 +25,7 @@ var (
 	fromApp    = source{"app", func(b *bed) string { return b.pod }, appUser}
 	fromGid    = source{"gid1337", func(b *bed) string { return b.pod }, gidUser}
 	fromProxy  = source{"proxy", func(b *bed) string { return b.pod }, proxyUser}
+	fromUid    = source{"uid1337", func(b *bed) string { return b.pod }, uidUser}
 	fromRoot   = source{"root", func(b *bed) string { return b.pod }, rootUser}
 )
 
@@ -37,13 +38,19 @@ type conn struct {
 	to     string // address book key
 	port   int
 	fwd    bool // ask the proxy to forward to the original destination
+	src    bool // ask the proxy to forward from the client's address (gaps_test.go)
 	direct string
+	// direct6 is where it lands in IPv6, when that differs from direct.
+	direct6 string
 }
 
 func (c conn) name() string {
 	n := fmt.Sprintf("%s→%s:%d", c.from.name, c.to, c.port)
 	if c.fwd {
 		n += " fwd"
+	}
+	if c.src {
+		n += " src"
 	}
 	return n
 }
@@ -57,16 +64,25 @@ var conns = []conn{
 	{from: fromClient, to: "pod", port: 15021, direct: "app:15021 peer=client"},
 	{from: fromClient, to: "pod", port: 15020, direct: "app:15020 peer=client"},
 	{from: fromClient, to: "pod", port: 80, fwd: true, direct: "app:80 peer=client"},
+	// An address the pod does not own but is routed to it (as behind -k
+	// interfaces): only a capture delivers it, TPROXY through its policy
+	// route. The pod does not forward: IPv4 drops it silently, IPv6 answers
+	// with an ICMPv6 unreachable.
+	{from: fromClient, to: "vip", port: 80, direct: "ERR timeout", direct6: "ERR unreachable"},
 	// Outbound, from the app (UID 1000).
 	{from: fromApp, to: "remote", port: 8080, direct: "remote:8080 peer=podr"},
-	{from: fromApp, to: "remote", port: 80, direct: "remote:80 peer=podr"},
+	{from: fromApp, to: "remote", port: 9090, direct: "remote:9090 peer=podr"},
 	{from: fromApp, to: "remote2", port: 8080, direct: "remote2:8080 peer=podr"},
 	{from: fromApp, to: "remote", port: 8080, fwd: true, direct: "remote:8080 peer=podr"},
 	{from: fromApp, to: "lo", port: 80, direct: "app:80 peer=lo"},
 	{from: fromApp, to: "pod", port: 80, direct: "app:80 peer=pod"},
-	// Root is never exempt; a process in the proxy's group is.
+	// Root is never exempt; the proxy's UID and its GID are, each alone.
 	{from: fromRoot, to: "remote", port: 8080, direct: "remote:8080 peer=podr"},
+	{from: fromUid, to: "remote", port: 8080, direct: "remote:8080 peer=podr"},
+	{from: fromUid, to: "remote2", port: 8080, direct: "remote2:8080 peer=podr"},
+	{from: fromUid, to: "pod", port: 15008, direct: "app:15008 peer=pod"},
 	{from: fromGid, to: "remote", port: 8080, direct: "remote:8080 peer=podr"},
+	{from: fromGid, to: "remote2", port: 8080, direct: "remote2:8080 peer=podr"},
 	{from: fromGid, to: "pod", port: 80, direct: "app:80 peer=pod"},
 	// The proxy's own connections (UID 1337).
 	{from: fromProxy, to: "remote", port: 8080, direct: "remote:8080 peer=podr"},
@@ -100,11 +116,12 @@ var (
 		"client→pod:80":     "proxy:15006 orig=pod:80 peer=client",
 		"client→pod:8080":   "proxy:15006 orig=pod:8080 peer=client",
 		"client→pod:80 fwd": "proxy:15006 orig=pod:80 peer=client > app:80 peer=pass",
+		"client→vip:80":     "proxy:15006 orig=vip:80 peer=client",
 		"proxy→pod:80":      "proxy:15006 orig=pod:80 peer=pod",
 	}
 	outboundCaptured = map[string]string{
 		"app→remote:8080":     "proxy:15001 orig=remote:8080 peer=podr",
-		"app→remote:80":       "proxy:15001 orig=remote:80 peer=podr",
+		"app→remote:9090":     "proxy:15001 orig=remote:9090 peer=podr",
 		"app→remote2:8080":    "proxy:15001 orig=remote2:8080 peer=podr",
 		"app→remote:8080 fwd": "proxy:15001 orig=remote:8080 peer=podr > remote:8080 peer=podr",
 		"root→remote:8080":    "proxy:15001 orig=remote:8080 peer=podr",
@@ -114,9 +131,10 @@ var (
 	// ISTIO_INBOUND has no tunnel-port RETURN (only nat has one), and the
 	// MARK 1338 of the proxy's group sends pod-IP calls over lo to TPROXY.
 	tproxyCaptured = merge(redirectCaptured, map[string]string{
-		"client→pod:15008": "proxy:15006 orig=pod:15008 peer=client", // no tunnel-port RETURN in mangle
-		"proxy→pod:15008":  "proxy:15006 orig=pod:15008 peer=pod",    // MARK 1338, then TPROXY
-		"gid1337→pod:80":   "proxy:15006 orig=pod:80 peer=pod",       // MARK 1338 by --gid-owner, then TPROXY
+		"client→pod:15008":  "proxy:15006 orig=pod:15008 peer=client", // no tunnel-port RETURN in mangle
+		"proxy→pod:15008":   "proxy:15006 orig=pod:15008 peer=pod",    // MARK 1338, then TPROXY
+		"uid1337→pod:15008": "proxy:15006 orig=pod:15008 peer=pod",    // MARK 1338 by --uid-owner, then TPROXY
+		"gid1337→pod:80":    "proxy:15006 orig=pod:80 peer=pod",       // MARK 1338 by --gid-owner, then TPROXY
 	})
 )
 
@@ -136,25 +154,23 @@ var configs = []config{
 	{name: "TPROXY", runs: [][]string{tproxy}, captured: tproxyCaptured},
 	{
 		name: "REDIRECT -b 80", runs: [][]string{b80Args("REDIRECT")},
-		captured: merge(outboundCaptured, pick(inboundCaptured, "client→pod:80", "client→pod:80 fwd", "proxy→pod:80")),
+		captured: merge(outboundCaptured, pick(inboundCaptured, "client→pod:80", "client→pod:80 fwd", "client→vip:80", "proxy→pod:80")),
 	},
 	{
 		name: "TPROXY -b 80 --ipv6=true", runs: [][]string{b80Args("TPROXY", "--ipv6=true")},
-		captured: merge(outboundCaptured, pick(tproxyCaptured, "client→pod:80", "client→pod:80 fwd", "proxy→pod:80", "gid1337→pod:80")),
+		captured: merge(outboundCaptured, pick(tproxyCaptured, "client→pod:80", "client→pod:80 fwd", "client→vip:80", "proxy→pod:80", "gid1337→pod:80")),
 	},
 	{
 		name: "-i remote2 only", runs: [][]string{specArgs("REDIRECT", "-i", remote2)},
 		captured: merge(inboundCaptured, pick(outboundCaptured, "app→remote2:8080")),
 	},
 	{
-		// -o RETURNs come first in ISTIO_OUTPUT, so the proxy calling its pod
-		// IP on an excluded port is not sent inbound either.
-		name: "-x remote2 -o 80", runs: [][]string{specArgs("REDIRECT", "-i", "*", "-x", remote2, "-o", "80")},
-		captured: merge(omit(inboundCaptured, "proxy→pod:80"), omit(outboundCaptured, "app→remote2:8080", "app→remote:80")),
+		name: "-x remote2 -o 9090", runs: [][]string{specArgs("REDIRECT", "-i", "*", "-x", remote2, "-o", "9090")},
+		captured: merge(inboundCaptured, omit(outboundCaptured, "app→remote2:8080", "app→remote:9090")),
 	},
 	{
 		name: "-i '' -q 8080", runs: [][]string{specArgs("REDIRECT", "-i", "", "-q", "8080")},
-		captured: merge(inboundCaptured, omit(outboundCaptured, "app→remote:80")),
+		captured: merge(inboundCaptured, omit(outboundCaptured, "app→remote:9090")),
 	},
 	{
 		// SPEC §3.1: with -b a port list and no -z, inbound goes to the -p port.
@@ -162,6 +178,7 @@ var configs = []config{
 		captured: merge(outboundCaptured, map[string]string{
 			"client→pod:80":     "proxy:15001 orig=pod:80 peer=client",
 			"client→pod:80 fwd": "proxy:15001 orig=pod:80 peer=client > app:80 peer=pass",
+			"client→vip:80":     "proxy:15001 orig=vip:80 peer=client",
 			"proxy→pod:80":      "proxy:15001 orig=pod:80 peer=pod",
 		}),
 	},
@@ -211,6 +228,9 @@ func (cfg config) want(c conn, f family) string {
 	if w, ok := cfg.captured[c.name()]; ok && (cfg.families == nil || slices.Contains(cfg.families, f)) {
 		return w
 	}
+	if f == ipv6 && c.direct6 != "" {
+		return c.direct6
+	}
 	return c.direct
 }
 
@@ -219,6 +239,9 @@ func land(b *bed, c conn, f family) string {
 	send := "GET"
 	if c.fwd {
 		send = "FWD"
+	}
+	if c.src {
+		send = "SRC"
 	}
 	addr := net.JoinHostPort(addrs[c.to][f], strconv.Itoa(c.port))
 	reply, err := connect(c.from.ns(b), c.from.as, addr, send)

@@ -136,10 +136,16 @@ func serverReply(name string, port int, c *net.TCPConn, _ string) string {
 func proxyReply(_ string, port int, c *net.TCPConn, request string) string {
 	orig := originalDst(c)
 	line := fmt.Sprintf("proxy port=%d orig=%s peer=%s", port, orig, c.RemoteAddr())
-	if request != "FWD" {
+	var up string
+	var err error
+	switch request {
+	case "FWD":
+		up, err = forward(orig)
+	case "SRC":
+		up, err = forwardAs(orig, c.RemoteAddr().(*net.TCPAddr).IP)
+	default:
 		return line
 	}
-	up, err := forward(orig)
 	if err != nil {
 		return line + " > error " + err.Error()
 	}
@@ -190,6 +196,21 @@ func forward(dst *net.TCPAddr) (string, error) {
 			src = "::6"
 		}
 		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(src)}
+	}
+	reply, err := request(d, dst.String(), "GET")
+	return strings.TrimSpace(reply), err
+}
+
+// forwardAs connects to dst from the client's own address, as Envoy's
+// original_src filter does in TPROXY mode: a transparent socket with mark 1337.
+func forwardAs(dst *net.TCPAddr, src net.IP) (string, error) {
+	d := net.Dialer{Timeout: ioTimeout / 2, LocalAddr: &net.TCPAddr{IP: src}}
+	d.Control = func(network, address string, rc syscall.RawConn) error {
+		var serr error
+		err := rc.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, 1337)
+		})
+		return errors.Join(err, serr, setTransparent(network, address, rc))
 	}
 	reply, err := request(d, dst.String(), "GET")
 	return strings.TrimSpace(reply), err
@@ -247,6 +268,8 @@ func classify(err error) error {
 		return errors.New("refused")
 	case errors.Is(err, syscall.ECONNRESET):
 		return errors.New("reset")
+	case errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH):
+		return errors.New("unreachable")
 	case errors.As(err, &ne) && ne.Timeout():
 		return errors.New("timeout")
 	}

@@ -28,7 +28,8 @@ type user struct {
 var (
 	appUser   = user{name: "app", uid: 1000, gid: 1000}
 	proxyUser = user{name: "proxy", uid: 1337, gid: 1337, caps: []uintptr{unix.CAP_NET_ADMIN}} // may set IP_TRANSPARENT
-	gidUser   = user{name: "gid1337", uid: 1000, gid: 1337}                                    // an app in the proxy's group
+	gidUser   = user{name: "gid1337", uid: 1000, gid: 1337}                                    // the proxy's GID alone
+	uidUser   = user{name: "uid1337", uid: 1337, gid: 1000}                                    // the proxy's UID alone
 	rootUser  = user{name: "root", uid: 0, gid: 0}
 	// appServer is the app's listening side: UID 1000, allowed to bind port 80.
 	appServer = user{name: "app", uid: 1000, gid: 1000, caps: []uintptr{unix.CAP_NET_BIND_SERVICE}}
