@@ -70,7 +70,8 @@ func requireKernel(t *testing.T) {
 
 // testNS is a network namespace created for one test.
 type testNS struct {
-	name string
+	name    string
+	deleted *bool
 }
 
 // path is what --netns and Options.Netns take.
@@ -83,16 +84,24 @@ func newNS(t *testing.T) testNS {
 	id := make([]byte, 5)
 	_, err := rand.Read(id)
 	require.NoError(t, err)
-	n := testNS{name: "ii-kt-" + hex.EncodeToString(id)}
+	n := testNS{name: "ii-kt-" + hex.EncodeToString(id), deleted: new(bool)}
 	out, err := exec.Command("ip", "netns", "add", n.name).CombinedOutput()
 	require.NoError(t, err, "ip netns add: %s", out)
-	t.Cleanup(func() {
-		if out, err := exec.Command("ip", "netns", "del", n.name).CombinedOutput(); err != nil {
-			t.Errorf("ip netns del %s: %v: %s", n.name, err, out)
-		}
-	})
+	t.Cleanup(func() { n.del(t) })
 	n.run(t, "", "ip", "link", "set", "lo", "up")
 	return n
+}
+
+// del removes the namespace now (t.Cleanup does it otherwise).
+func (n testNS) del(t *testing.T) {
+	t.Helper()
+	if *n.deleted {
+		return
+	}
+	*n.deleted = true
+	if out, err := exec.Command("ip", "netns", "del", n.name).CombinedOutput(); err != nil {
+		t.Errorf("ip netns del %s: %v: %s", n.name, err, out)
+	}
 }
 
 // exec runs argv inside the namespace (ip netns exec), with stdin.
@@ -955,3 +964,73 @@ func TestKernelBinary(t *testing.T) {
 		}
 	})
 }
+
+// TestKernelFigures prints (never asserts) the median wall time of a full
+// apply of the REDIRECT default (the binary, IPv4 only, in a fresh
+// namespace), a no-op re-run, a cleanup, and the floor: one bare
+// iptables-nft-restore --noflush of the same text, started with nsenter.
+// IPTABLES_FIGURES=1 runs it; IPTABLES_FIGURES_RUNS sets the runs (15).
+func TestKernelFigures(t *testing.T) {
+	if testing.Short() || os.Getenv("IPTABLES_FIGURES") != "1" {
+		t.Skip("figures: set IPTABLES_FIGURES=1 (and no -short) to measure")
+	}
+	requireKernel(t)
+	runs := 15
+	if v := os.Getenv("IPTABLES_FIGURES_RUNS"); v != "" {
+		_, err := fmt.Sscan(v, &runs)
+		require.NoError(t, err)
+	}
+	bin := buildBinary(t)
+	apply := append(slices.Clone(redirectArgs), "--ipv6=false")
+	dry := runBinary(t, bin, nil, append([]string{"-n"}, apply...)...)
+	require.Zero(t, dry.code, dry.stderr)
+	text := strings.Replace(dry.stdout, "# ipv4\n", "", 1)
+	require.True(t, strings.HasPrefix(text, "*nat\n"), text)
+	nsenter, err := exec.LookPath("nsenter")
+	require.NoError(t, err)
+	restore, err := exec.LookPath("iptables-nft-restore")
+	require.NoError(t, err)
+
+	var tApply, tRerun, tClean, tFloor []time.Duration
+	for range runs {
+		n := newNS(t)
+		r := runBinary(t, bin, nil, args(n, apply)...)
+		require.Zero(t, r.code, r.stderr)
+		tApply = append(tApply, r.took)
+		r = runBinary(t, bin, nil, args(n, apply)...)
+		require.Zero(t, r.code, r.stderr)
+		tRerun = append(tRerun, r.took)
+		r = runBinary(t, bin, nil, "--netns", n.path(), "clean")
+		require.Zero(t, r.code, r.stderr)
+		tClean = append(tClean, r.took)
+		n.del(t)
+
+		f := newNS(t)
+		cmd := exec.Command(nsenter, "--net="+f.path(), restore, "--noflush")
+		cmd.Stdin = strings.NewReader(text)
+		start := time.Now()
+		out, err := cmd.CombinedOutput()
+		tFloor = append(tFloor, time.Since(start))
+		require.NoError(t, err, "%s", out)
+		f.del(t)
+	}
+	median := func(d []time.Duration) time.Duration {
+		s := slices.Clone(d)
+		slices.Sort(s)
+		return s[len(s)/2]
+	}
+	t.Logf("median of %d runs, each in a fresh namespace (wall time of the whole process):", runs)
+	for _, m := range []struct {
+		name string
+		d    []time.Duration
+	}{
+		{"apply REDIRECT default, IPv4 (istio-iptables --netns)", tApply},
+		{"no-op re-run", tRerun},
+		{"cleanup (istio-iptables --netns clean)", tClean},
+		{"floor: nsenter --net=NS iptables-nft-restore --noflush < same text", tFloor},
+	} {
+		t.Logf("  %-70s %8.2f ms (min %.2f, max %.2f)", m.name, ms(median(m.d)), ms(slices.Min(m.d)), ms(slices.Max(m.d)))
+	}
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
