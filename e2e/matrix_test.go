@@ -146,6 +146,9 @@ type config struct {
 	runs     [][]string
 	captured map[string]string
 	families []family // where captured applies; nil: both
+	// restores says the runs end with a cleanup that must leave the kernel
+	// state exactly as before the first run.
+	restores bool
 }
 
 var configs = []config{
@@ -186,9 +189,9 @@ var configs = []config{
 	{name: "REDIRECT twice", runs: [][]string{redirect, redirect}, captured: redirectCaptured},
 	{name: "TPROXY then REDIRECT", runs: [][]string{tproxy, redirect}, captured: redirectCaptured},
 	{name: "REDIRECT then TPROXY", runs: [][]string{redirect, tproxy}, captured: tproxyCaptured},
-	{name: "REDIRECT then --cleanup-only", runs: [][]string{redirect, {"--cleanup-only"}}, captured: map[string]string{}},
-	{name: "TPROXY then clean", runs: [][]string{tproxy, {"clean"}}, captured: map[string]string{}},
-	{name: "classic then --cleanup-only", runs: [][]string{classic, {"--cleanup-only"}}, captured: map[string]string{}},
+	{name: "REDIRECT then --cleanup-only", runs: [][]string{redirect, {"--cleanup-only"}}, captured: map[string]string{}, restores: true},
+	{name: "TPROXY then clean", runs: [][]string{tproxy, {"clean"}}, captured: map[string]string{}, restores: true},
+	{name: "classic then --cleanup-only", runs: [][]string{classic, {"--cleanup-only"}}, captured: map[string]string{}, restores: true},
 }
 
 // TestMatrix makes every connection of conns, in both families, under every
@@ -209,8 +212,12 @@ func TestMatrix(t *testing.T) {
 		t.Run(cfg.name, func(t *testing.T) {
 			t.Parallel()
 			b := newBed(t)
+			before := kernelState(t, b)
 			for _, args := range cfg.runs {
 				install(t, b, args...)
+			}
+			if cfg.restores {
+				assert.Equal(t, before, kernelState(t, b), "kernel state after %s", cfg.name)
 			}
 			var rows []row
 			for _, f := range families {
