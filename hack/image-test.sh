@@ -59,8 +59,8 @@ step() {
 	timings+=("$(awk -v n="$name" -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%-34s %7.1f s", n, b - a }')")
 }
 
-# new_container IMAGE: prints the id of a working container, removed on exit.
-# (Not run in a subshell by callers, so the id is tracked for cleanup.)
+# new_container IMAGE: sets ctr to a new working container of IMAGE, removed
+# on exit (a global, not printed: a $(...) subshell would lose the tracking).
 new_container() {
 	ctr=$(bah from --pull-never "$1")
 	containers+=("$ctr")
@@ -179,6 +179,7 @@ in_pod() {
 		mount -o remount,bind,ro "$root"
 		mount -t proc proc "$root/proc"
 		mount -t tmpfs -o mode=0700 xtables "$root/run/xtables"
+		unset XTABLES_LOCKFILE
 		if [ -n "$lock" ]; then export XTABLES_LOCKFILE=$lock; fi
 		exec chroot "$root" "$@"
 	' in_pod "$rootfs" "${LOCKFILE-/run/xtables/xtables.lock}" "$@"
