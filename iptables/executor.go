@@ -161,7 +161,7 @@ type state struct {
 }
 
 // save runs `*-save` for a flavour and family, unless the kernel shows
-// without a process that the flavour holds no table in that family.
+// without a process that the flavour holds no table at all in that family.
 func (e *executor) save(ctx context.Context, b backend, f Family) (familyState, error) {
 	var tables []string
 	var err error
@@ -178,11 +178,9 @@ func (e *executor) save(ctx context.Context, b backend, f Family) (familyState, 
 	if err != nil {
 		return familyState{}, err
 	}
-	relevant := false
-	for _, t := range tables {
-		relevant = relevant || t == string(TableNat) || t == string(TableMangle) || t == string(TableRaw)
-	}
-	if !relevant {
+	// Any table counts, not only ours: backend choice looks for rules in
+	// every table (SPEC §4.1). No table at all means nothing to read.
+	if len(tables) == 0 {
 		return familyState{}, nil
 	}
 	name := b.binary(f, "save")
@@ -276,6 +274,8 @@ type written struct {
 	b    backend
 	f    Family
 	undo string
+	// tables the undo may leave empty
+	tables []Table
 }
 
 // Apply implements Executor.
@@ -327,6 +327,13 @@ func (e *executor) apply(ctx context.Context, p Plan) error {
 			if err := e.restore(context.WithoutCancel(ctx), w.b, w.f, w.undo); err != nil {
 				return fmt.Errorf("%w; rolling back %s failed too: %v", cause, w.f, err)
 			}
+			if w.b == nft {
+				// A first apply rolled back leaves empty tables: remove them.
+				if err := e.k.DeleteEmptyNftTables(w.f, w.tables); err != nil {
+					return fmt.Errorf("%w; rolling back %s: %v", cause, w.f, err)
+				}
+			}
+			e.log.Info("rolled back", "family", w.f, "backend", w.b)
 		}
 		return cause
 	}
@@ -354,7 +361,8 @@ func (e *executor) apply(ctx context.Context, p Plan) error {
 			if err := e.restore(ctx, b, f, input); err != nil {
 				return rollback(err)
 			}
-			done = append(done, written{b, f, Render(RestoreRuleSet(f, fs.saved), Owned(f, cleanState(f, rs)))})
+			undo := RestoreRuleSet(f, fs.saved)
+			done = append(done, written{b, f, Render(undo, Owned(f, cleanState(f, rs))), emptied(undo, Owned(f, cleanState(f, rs)))})
 			e.log.Info("rules written", "family", f, "backend", b, "rules", len(rs.Rules),
 				"removed", len(old.Rules)+len(old.Chains), "took", time.Since(start).Round(10*time.Microsecond))
 			if b == nft {

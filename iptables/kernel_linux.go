@@ -209,12 +209,65 @@ func (linuxKernel) SyncRoutes(routes []Route, addrs []Addr) error {
 	if err != nil {
 		return fmt.Errorf("find lo: %w", err)
 	}
+	// Read what is there first, so that a failure half-way puts it back:
+	// the routing is changed all or nothing, like the rules.
+	prevRoutes, prevAddrs, err := currentRouting(h, lo)
+	if err != nil {
+		return err
+	}
+	err = syncRouting(h, lo, routes, addrs)
+	if err != nil {
+		if rerr := syncRouting(h, lo, prevRoutes, prevAddrs); rerr != nil {
+			return fmt.Errorf("%w; restoring the earlier routing failed too: %v", err, rerr)
+		}
+	}
+	return err
+}
+
+func syncRouting(h *netlink.Handle, lo netlink.Link, routes []Route, addrs []Addr) error {
 	for _, f := range []Family{IPv4, IPv6} {
 		if err := syncFamilyRoutes(h, lo, f, routes); err != nil {
 			return err
 		}
 	}
 	return syncAddrs(h, lo, addrs)
+}
+
+// currentRouting reads the TPROXY routing and owned addresses there now.
+func currentRouting(h *netlink.Handle, lo netlink.Link) ([]Route, []Addr, error) {
+	var routes []Route
+	for _, f := range []Family{IPv4, IPv6} {
+		rules, err := retry(func() ([]netlink.Rule, error) { return h.RuleList(nlFamily(f)) })
+		if err != nil {
+			return nil, nil, fmt.Errorf("list %s rules: %w", f, err)
+		}
+		for _, r := range rules {
+			if r.Mark == 0 || r.Table <= 0 || r.Table >= 253 {
+				continue
+			}
+			ours, err := tproxyTable(h, lo, f, r.Table)
+			if err != nil {
+				return nil, nil, err
+			}
+			if ours && !slices.Contains(routes, Route{Family: f, Mark: r.Mark, Table: r.Table}) {
+				routes = append(routes, Route{Family: f, Mark: r.Mark, Table: r.Table})
+			}
+		}
+	}
+	have, err := retry(func() ([]netlink.Addr, error) { return h.AddrList(lo, netlink.FAMILY_V6) })
+	if err != nil {
+		return nil, nil, fmt.Errorf("list addresses of lo: %w", err)
+	}
+	var addrs []Addr
+	for _, a := range have {
+		if p, ok := netip.AddrFromSlice(a.IP); ok {
+			ones, _ := a.Mask.Size()
+			if pfx := netip.PrefixFrom(p.Unmap(), ones); slices.Contains(ownedAddrs, pfx) {
+				addrs = append(addrs, Addr{Dev: "lo", Prefix: pfx})
+			}
+		}
+	}
+	return routes, addrs, nil
 }
 
 func defaultDst(f Family) *net.IPNet {

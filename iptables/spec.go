@@ -317,6 +317,9 @@ func parseTarget(f Family, target string, args []string) ([]Opt, error) {
 		if err := take("--on-port", "--on-ip", "--tproxy-mark"); err != nil {
 			return nil, err
 		}
+		if opts["--on-port"] == "" {
+			return nil, errors.New("--on-port is required")
+		}
 		ip := opts["--on-ip"]
 		if ip == "" {
 			ip = map[Family]string{IPv4: "0.0.0.0", IPv6: "::"}[f]
@@ -367,6 +370,9 @@ func parseTarget(f Family, target string, args []string) ([]Opt, error) {
 	case "CT":
 		if err := take("--zone"); err != nil {
 			return nil, err
+		}
+		if opts["--zone"] == "" {
+			return nil, errors.New("--zone is required")
 		}
 		return []Opt{{Name: "--zone", Value: opts["--zone"]}}, nil
 	default:
