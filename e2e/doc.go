@@ -19,11 +19,25 @@
 // ever changed in the host's own network namespace, and every namespace is
 // removed when its test ends, failed or not.
 //
-// The tests need root (CAP_NET_ADMIN, CAP_SYS_ADMIN) and the iptables and ip
-// binaries; without root they skip. Run them with
+// TestMatrix is the proof: every connection of conns, in both families, under
+// every configuration of configs (REDIRECT, TPROXY, -b 80, -i/-x/-o/-q, the
+// classic istio-init call, --ipv6=false, re-runs, --cleanup-only), compared
+// with where the SPEC's rules send it. A failing configuration prints the
+// whole table of connections, what was expected and where each one landed;
+// -v prints it for passing ones too. Configurations ending in a cleanup also
+// check that the kernel state is exactly what it was before.
+//
+// Two more tests are opt-in. E2E_MUTATE=1 runs TestMutations, which removes
+// one rule at a time from the binary's own --dry-run plan and checks that the
+// matrix notices (a few minutes); the rules no connection can observe are
+// listed there with the reason. E2E_SPEC_GAPS=1 runs tests of behaviour the
+// SPEC's rules do not deliver yet (TestTPROXYOriginalSource).
+//
+// The tests need root (CAP_NET_ADMIN, CAP_SYS_ADMIN), the iptables and ip
+// binaries and the go command (to build the binary); without root they skip.
+// Run them with
 //
 //	sudo go test -count=1 -v ./e2e/...
 //
-// or make e2e. A failing matrix prints the whole table of connections, what
-// was expected and where each one landed.
+// or make e2e.
 package e2e

@@ -23,9 +23,9 @@ type source struct {
 var (
 	fromClient = source{"client", func(b *bed) string { return b.client }, rootUser}
 	fromApp    = source{"app", func(b *bed) string { return b.pod }, appUser}
-	fromGid    = source{"gid1337", func(b *bed) string { return b.pod }, gidUser}
+	fromGID    = source{"gid1337", func(b *bed) string { return b.pod }, gidUser}
 	fromProxy  = source{"proxy", func(b *bed) string { return b.pod }, proxyUser}
-	fromUid    = source{"uid1337", func(b *bed) string { return b.pod }, uidUser}
+	fromUID    = source{"uid1337", func(b *bed) string { return b.pod }, uidUser}
 	fromRoot   = source{"root", func(b *bed) string { return b.pod }, rootUser}
 )
 
@@ -78,12 +78,12 @@ var conns = []conn{
 	{from: fromApp, to: "pod", port: 80, direct: "app:80 peer=pod"},
 	// Root is never exempt; the proxy's UID and its GID are, each alone.
 	{from: fromRoot, to: "remote", port: 8080, direct: "remote:8080 peer=podr"},
-	{from: fromUid, to: "remote", port: 8080, direct: "remote:8080 peer=podr"},
-	{from: fromUid, to: "remote2", port: 8080, direct: "remote2:8080 peer=podr"},
-	{from: fromUid, to: "pod", port: 15008, direct: "app:15008 peer=pod"},
-	{from: fromGid, to: "remote", port: 8080, direct: "remote:8080 peer=podr"},
-	{from: fromGid, to: "remote2", port: 8080, direct: "remote2:8080 peer=podr"},
-	{from: fromGid, to: "pod", port: 80, direct: "app:80 peer=pod"},
+	{from: fromUID, to: "remote", port: 8080, direct: "remote:8080 peer=podr"},
+	{from: fromUID, to: "remote2", port: 8080, direct: "remote2:8080 peer=podr"},
+	{from: fromUID, to: "pod", port: 15008, direct: "app:15008 peer=pod"},
+	{from: fromGID, to: "remote", port: 8080, direct: "remote:8080 peer=podr"},
+	{from: fromGID, to: "remote2", port: 8080, direct: "remote2:8080 peer=podr"},
+	{from: fromGID, to: "pod", port: 80, direct: "app:80 peer=pod"},
 	// The proxy's own connections (UID 1337).
 	{from: fromProxy, to: "remote", port: 8080, direct: "remote:8080 peer=podr"},
 	{from: fromProxy, to: "pod", port: 80, direct: "app:80 peer=pod"},

@@ -51,7 +51,9 @@ func helperCmd(role string, u user, env ...string) *exec.Cmd {
 // startIn starts cmd inside the named network namespace. The fork happens on
 // a locked OS thread switched into the namespace, so the child is born there;
 // the thread is switched back, and only returned to the scheduler if that
-// worked (a locked thread whose goroutine ends is discarded).
+// worked (a locked thread whose goroutine ends is discarded). The goroutines
+// Start itself may launch only copy bytes between pipes, which no namespace
+// affects.
 func startIn(nsName string, cmd *exec.Cmd) error {
 	errc := make(chan error, 1)
 	go func() {
