@@ -3,8 +3,8 @@ package capture
 import (
 	"net/netip"
 	"slices"
-	"strings"
 	"strconv"
+	"strings"
 
 	"github.com/mesh-init/istio-iptables/iptables"
 )

@@ -53,6 +53,9 @@ func main() {
 }
 
 func fail(err error) {
+	for _, n := range slices.Clone(live) {
+		n.delete()
+	}
 	fmt.Fprintln(os.Stderr, "istio-iptables-bench:", err)
 	os.Exit(1)
 }
@@ -81,14 +84,20 @@ func (b *bench) newNS(dual bool) ns {
 	}
 	for _, c := range cmds {
 		if out, err := exec.Command("ip", c...).CombinedOutput(); err != nil {
+			n.delete()
 			fail(fmt.Errorf("ip %s: %v: %s", strings.Join(c, " "), err, out))
 		}
 	}
+	live = append(live, n)
 	return n
 }
 
+// live are the namespaces not deleted yet, so fail can remove them.
+var live []ns
+
 func (n ns) delete() {
 	exec.Command("ip", "netns", "del", n.name).Run()
+	live = slices.DeleteFunc(live, func(m ns) bool { return m == n })
 }
 
 // startIn runs argv with stdin inside the namespace, forked from a locked
