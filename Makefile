@@ -7,7 +7,7 @@ VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo de
 COMMIT    ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS   := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 
-.PHONY: build test unit e2e bench update-golden lint
+.PHONY: build test unit e2e e2e-mutate bench update-golden lint
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/istio-iptables
@@ -23,6 +23,11 @@ unit:
 
 e2e:
 	$(GO) test -count=1 -timeout 30m -v ./e2e/...
+
+# e2e-mutate: for each single-run configuration, drop one rule of the plan at
+# a time and require some connection of the matrix to land elsewhere (~2 min).
+e2e-mutate:
+	E2E_MUTATE=1 $(GO) test -count=1 -timeout 30m -run TestMutations -v ./e2e/
 
 update-golden:
 	$(GO) test ./capture/... -run Golden -update
