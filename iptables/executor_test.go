@@ -588,6 +588,7 @@ func TestApplyRestoreFailure(t *testing.T) {
 		rb := w.exec.calls[2]
 		assert.Equal(t, []string{sbin + "iptables-nft-restore", "--noflush", "--wait", "30"}, rb.Argv)
 		removes(t, rb.Stdin, rs4)
+		assert.Contains(t, w.kernel.deletes, deleteCall{iptables.IPv4, rs4.Tables()}, "the rolled-back first apply leaves no empty table")
 		assert.Empty(t, w.kernel.syncs, "no routing change after a refused restore")
 	})
 
@@ -711,15 +712,13 @@ func TestBackendChoice(t *testing.T) {
 		{name: "legacy holds rules, nft none: legacy", installed: allBinaries,
 			saves: map[string]string{"iptables-legacy-save": legacyRules}, want: "legacy"},
 		{name: "legacy holds only a filter rule, nft none: legacy", installed: allBinaries,
-			saves: map[string]string{"iptables-legacy-save": legacyFilterRule}, want: "legacy",
-			bug: "legacy rules in the filter table are not seen (save is skipped unless nat/mangle/raw exist), so nft is chosen"},
+			saves: map[string]string{"iptables-legacy-save": legacyFilterRule}, want: "legacy"},
 		{name: "legacy holds only empty tables: nft", installed: allBinaries,
 			saves: map[string]string{"iptables-legacy-save": emptyNat}, want: "nft"},
 		{name: "both hold rules: nft", installed: allBinaries,
 			saves: map[string]string{"iptables-legacy-save": legacyRules, "iptables-nft-save": legacyRules}, want: "nft"},
 		{name: "both hold rules, nft only in filter: nft", installed: allBinaries,
-			saves: map[string]string{"iptables-legacy-save": legacyRules, "iptables-nft-save": nftFilterRule}, want: "nft",
-			bug: "nft rules in the filter table are not seen, so legacy is chosen although nft holds rules"},
+			saves: map[string]string{"iptables-legacy-save": legacyRules, "iptables-nft-save": nftFilterRule}, want: "nft"},
 		{name: "legacy binaries missing: nft", installed: without("legacy"),
 			saves: map[string]string{"iptables-nft-save": emptyNat}, want: "nft"},
 		{name: "legacy binaries missing although legacy holds rules: nft", installed: without("legacy"),
