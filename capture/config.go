@@ -260,10 +260,13 @@ func (p *parser) cidrs(flag, v string, wildcard bool) (all bool, out map[iptable
 		} else {
 			var a netip.Addr
 			if a, err = netip.ParseAddr(s); err == nil {
+				if a.Zone() != "" {
+					err = fmt.Errorf("zone %q", a.Zone())
+				}
 				pfx = netip.PrefixFrom(a, a.BitLen())
 			}
 		}
-		if err != nil || pfx.Addr().Zone() != "" {
+		if err != nil {
 			p.fail(flag, "%q is not a CIDR or IP address", s)
 			continue
 		}

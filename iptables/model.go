@@ -213,12 +213,14 @@ func checkArg(a string) error {
 }
 
 // quote renders one argument for iptables-restore: bare when it has no
-// blank, double-quoted otherwise (the restore parser's only quoting).
+// blank, quote or backslash; otherwise double-quoted, with quotes and
+// backslashes escaped by a backslash, which is how the restore parser (and
+// SplitArgs) reads them back.
 func quote(a string) string {
-	if strings.ContainsAny(a, " \t") {
-		return `"` + a + `"`
+	if !strings.ContainsAny(a, " \t\"\\") && a != "" {
+		return a
 	}
-	return a
+	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(a) + `"`
 }
 
 // Route is the policy routing TPROXY needs in one family:

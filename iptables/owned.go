@@ -110,12 +110,54 @@ func Owned(f Family, s Saved) Removal {
 			if !Builtin(t, rule.Chain) {
 				continue
 			}
-			if Chain(rule.Target()).Owned() || (len(r.Chains) > 0 && IsOwnedShape(f, t, rule.Chain, rule.Args)) {
+			if Chain(rule.Target()).Owned() || (len(r.Chains) > 0 && IsOwnedShape(f, t, rule.Chain, rule.Args) && ifaceReturnOwned(st, rule)) {
 				r.Rules = append(r.Rules, rule)
 			}
 		}
 	}
 	return r
+}
+
+// ifaceReturnOwned narrows the interface RETURN shapes, the ones most
+// likely to be written by others too: `-i IF -j RETURN` in PREROUTING is
+// ours with its -c twin `-o IF -j RETURN` in OUTPUT of the same table,
+// or, in nat, with a -k jump `-i IF ... -j ISTIO_REDIRECT` or in the block
+// of such rules on top of the chain where -k puts them; `-o IF -j RETURN` in
+// OUTPUT is ours with its -c twin in PREROUTING. Other shapes pass.
+func ifaceReturnOwned(st SavedTable, rule SavedRule) bool {
+	if len(rule.Args) != 4 || rule.Args[2] != "-j" || rule.Args[3] != "RETURN" {
+		return true
+	}
+	ifc := rule.Args[1]
+	has := func(c Chain, args ...string) bool {
+		return slices.ContainsFunc(st.ChainRules(c), func(r SavedRule) bool { return slices.Equal(r.Args, args) })
+	}
+	switch {
+	case rule.Chain == "OUTPUT" && rule.Args[0] == "-o":
+		return has("PREROUTING", "-i", ifc, "-j", "RETURN")
+	case rule.Chain == "PREROUTING" && rule.Args[0] == "-i":
+		if has("OUTPUT", "-o", ifc, "-j", "RETURN") {
+			return true
+		}
+		if st.Name != TableNat {
+			return false // -k writes only into nat
+		}
+		for _, r := range st.ChainRules("PREROUTING") {
+			if inIface(r.Args) == ifc && Chain(r.Target()).Owned() {
+				return true // a -k interface
+			}
+		}
+		for _, r := range st.ChainRules("PREROUTING") {
+			if slices.Equal(r.Args, rule.Args) {
+				return true
+			}
+			if inIface(r.Args) == "" || (r.Target() != "RETURN" && !Chain(r.Target()).Owned()) {
+				return false // below the block of -k rules on top
+			}
+		}
+		return false
+	}
+	return true
 }
 
 // InPlace reports whether the saved state already holds exactly rs as far
@@ -170,4 +212,14 @@ func InPlace(rs RuleSet, s Saved) bool {
 		}
 	}
 	return true
+}
+
+// inIface returns the interface of a plain `-i IF` match, or "".
+func inIface(args []string) string {
+	for i := 0; i+1 < len(args); i++ {
+		if args[i] == "-i" && (i == 0 || args[i-1] != "!") {
+			return args[i+1]
+		}
+	}
+	return ""
 }

@@ -290,7 +290,7 @@ func parseTarget(f Family, target string, args []string) ([]Opt, error) {
 			opts[args[i]] = ""
 			continue
 		}
-		if i+1 >= len(args) {
+		if i+1 >= len(args) || args[i+1] == "" {
 			return nil, fmt.Errorf("option %s needs a value", args[i])
 		}
 		opts[args[i]] = args[i+1]

@@ -75,7 +75,7 @@ func run(args []string, getenv func(string) (string, bool), stdout, stderr io.Wr
 	}
 	mode := iptables.BackendMode(o.iptablesMode)
 	if err := mode.Validate(); err != nil {
-		errs = append(errs, "--iptables-mode: "+err.Error())
+		errs = append(errs, withEnv(&capture.FieldError{Flag: "--iptables-mode", Msg: err.Error()}, fromEnv))
 	}
 	o.cfg.Lookup = osLookup{}
 	if err := o.cfg.Validate(); err != nil {
@@ -85,7 +85,7 @@ func run(args []string, getenv func(string) (string, bool), stdout, stderr io.Wr
 	}
 	if o.netns != "" {
 		if err := iptables.CheckNetns(o.netns); err != nil {
-			errs = append(errs, "--netns: "+err.Error())
+			errs = append(errs, withEnv(&capture.FieldError{Flag: "--netns", Msg: err.Error()}, fromEnv))
 		}
 	}
 	if len(errs) > 0 {
@@ -113,7 +113,7 @@ func run(args []string, getenv func(string) (string, bool), stdout, stderr io.Wr
 		return exitOK
 	}
 
-	if capture.IPv6Mode(strings.ToLower(o.cfg.IPv6)) == capture.IPv6Auto {
+	if capture.IPv6Mode(strings.ToLower(strings.TrimSpace(o.cfg.IPv6))) == capture.IPv6Auto {
 		has, err := iptables.HasGlobalIPv6(o.netns)
 		if err != nil {
 			log.Error("cannot tell whether the namespace has IPv6; pass --ipv6=true or --ipv6=false", "err", err)
