@@ -13,7 +13,12 @@ import (
 // execer runs one process. The real one is os/exec; tests inject a fake
 // that asserts argv and stdin.
 type execer interface {
+	// Run runs a process to its end.
 	Run(ctx context.Context, argv []string, stdin []byte) (stdout []byte, err error)
+	// Start forks the process on the calling thread, so that it inherits
+	// the thread's network namespace, and returns what waits for its end;
+	// the wait may run on any goroutine.
+	Start(ctx context.Context, argv []string, stdin []byte) (wait func() (stdout []byte, err error))
 }
 
 // ExecError is a process that failed: its argv, exit status and stderr.
@@ -36,14 +41,18 @@ func (e *ExecError) Unwrap() error { return e.Err }
 
 type osExecer struct{}
 
-func (osExecer) Run(ctx context.Context, argv []string, stdin []byte) ([]byte, error) {
+func (o osExecer) Run(ctx context.Context, argv []string, stdin []byte) ([]byte, error) {
+	return o.Start(ctx, argv, stdin)()
+}
+
+func (osExecer) Start(ctx context.Context, argv []string, stdin []byte) func() ([]byte, error) {
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if stdin != nil {
 		cmd.Stdin = bytes.NewReader(stdin)
 	}
-	if err := cmd.Run(); err != nil {
+	fail := func(err error) ([]byte, error) {
 		code := -1
 		var ee *exec.ExitError
 		if errors.As(err, &ee) {
@@ -51,7 +60,15 @@ func (osExecer) Run(ctx context.Context, argv []string, stdin []byte) ([]byte, e
 		}
 		return stdout.Bytes(), &ExecError{Argv: argv, ExitCode: code, Stderr: stderr.String(), Err: err}
 	}
-	return stdout.Bytes(), nil
+	if err := cmd.Start(); err != nil {
+		return func() ([]byte, error) { return fail(err) }
+	}
+	return func() ([]byte, error) {
+		if err := cmd.Wait(); err != nil {
+			return fail(err)
+		}
+		return stdout.Bytes(), nil
+	}
 }
 
 // failedLineNumber finds the input line *-restore names in its error:

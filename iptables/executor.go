@@ -254,19 +254,29 @@ func (e *executor) readState(ctx context.Context, fams []Family) (state, error) 
 
 // restore feeds one transaction to a flavour's *-restore --noflush.
 func (e *executor) restore(ctx context.Context, b backend, f Family, input string) error {
+	return e.startRestore(ctx, b, f, input)()
+}
+
+// startRestore starts a flavour's *-restore --noflush on the calling
+// thread (so it runs in the thread's namespace) and returns what waits for
+// it and reports its failure.
+func (e *executor) startRestore(ctx context.Context, b backend, f Family, input string) func() error {
 	path, err := e.bin(b.binary(f, "restore"))
 	if err != nil {
-		return err
+		return func() error { return err }
 	}
 	argv := []string{path, "--noflush", "--wait", strconv.Itoa(int(e.o.LockWait / time.Second))}
-	if _, err := e.run.Run(ctx, argv, []byte(input)); err != nil {
-		var ee *ExecError
-		if errors.As(err, &ee) {
-			return newRestoreError(f, input, ee)
+	wait := e.run.Start(ctx, argv, []byte(input))
+	return func() error {
+		if _, err := wait(); err != nil {
+			var ee *ExecError
+			if errors.As(err, &ee) {
+				return newRestoreError(f, input, ee)
+			}
+			return fmt.Errorf("restore %s rules: %w", f, err)
 		}
-		return fmt.Errorf("restore %s rules: %w", f, err)
+		return nil
 	}
-	return nil
 }
 
 // written is a family already changed in this run, with what undoes it.
@@ -337,6 +347,22 @@ func (e *executor) apply(ctx context.Context, p Plan) error {
 		}
 		return cause
 	}
+	// Every transaction is known before any is written: one per family
+	// and flavour that needs a change. They are independent (another
+	// family, another flavour), so they run at once: each *-restore is
+	// forked here, on the thread that is in the namespace, and then all
+	// are waited for. A dual-stack apply costs the slower family, not
+	// the sum. If any fails, the others are rolled back.
+	type tx struct {
+		b       backend
+		f       Family
+		rs      RuleSet
+		old     Removal
+		input   string
+		undo    RuleSet
+		emptied []Table
+	}
+	var txs []tx
 	for _, f := range all {
 		rs, want := p.RuleSet(f)
 		if !want {
@@ -356,19 +382,32 @@ func (e *executor) apply(ctx context.Context, p Plan) error {
 				e.log.Info("rules already in place, nothing written", "family", f, "backend", b)
 				continue
 			}
-			start := time.Now()
-			input := Render(rs, old)
-			if err := e.restore(ctx, b, f, input); err != nil {
-				return rollback(err)
-			}
-			undo := RestoreRuleSet(f, fs.saved)
-			done = append(done, written{b, f, Render(undo, Owned(f, cleanState(f, rs))), emptied(undo, Owned(f, cleanState(f, rs)))})
-			e.log.Info("rules written", "family", f, "backend", b, "rules", len(rs.Rules),
-				"removed", len(old.Rules)+len(old.Chains), "took", time.Since(start).Round(10*time.Microsecond))
-			if b == nft {
-				if err := e.k.DeleteEmptyNftTables(f, emptied(rs, old)); err != nil {
-					e.log.Warn("could not delete empty tables", "family", f, "err", err)
-				}
+			txs = append(txs, tx{b: b, f: f, rs: rs, old: old, input: Render(rs, old), undo: RestoreRuleSet(f, fs.saved), emptied: emptied(rs, old)})
+		}
+	}
+	start := time.Now()
+	waits := make([]func() error, len(txs))
+	for i, t := range txs {
+		waits[i] = e.startRestore(ctx, t.b, t.f, t.input)
+	}
+	var failed []error
+	for i, t := range txs {
+		if err := waits[i](); err != nil {
+			failed = append(failed, err)
+			continue
+		}
+		newState := Owned(t.f, cleanState(t.f, t.rs))
+		done = append(done, written{t.b, t.f, Render(t.undo, newState), emptied(t.undo, newState)})
+		e.log.Info("rules written", "family", t.f, "backend", t.b, "rules", len(t.rs.Rules),
+			"removed", len(t.old.Rules)+len(t.old.Chains), "took", time.Since(start).Round(10*time.Microsecond))
+	}
+	if len(failed) > 0 {
+		return rollback(errors.Join(failed...))
+	}
+	for _, t := range txs {
+		if t.b == nft {
+			if err := e.k.DeleteEmptyNftTables(t.f, t.emptied); err != nil {
+				e.log.Warn("could not delete empty tables", "family", t.f, "err", err)
 			}
 		}
 	}

@@ -121,6 +121,13 @@ type fakeExecer struct {
 	kernel  *fakeKernel
 }
 
+// Start runs the process at once, in call order, like Run: the recorded
+// calls keep the order in which the executor started them.
+func (f *fakeExecer) Start(ctx context.Context, argv []string, stdin []byte) func() ([]byte, error) {
+	out, err := f.Run(ctx, argv, stdin)
+	return func() ([]byte, error) { return out, err }
+}
+
 func (f *fakeExecer) Run(_ context.Context, argv []string, stdin []byte) ([]byte, error) {
 	bin := filepath.Base(argv[0])
 	f.calls = append(f.calls, call{Bin: bin, Argv: slices.Clone(argv), Stdin: string(stdin), InNetns: f.kernel.depth > 0})
@@ -592,7 +599,7 @@ func TestApplyRestoreFailure(t *testing.T) {
 		assert.Empty(t, w.kernel.syncs, "no routing change after a refused restore")
 	})
 
-	t.Run("first family refused: nothing to roll back", func(t *testing.T) {
+	t.Run("first family refused: the other, written at the same time, is rolled back", func(t *testing.T) {
 		w := newWorld(t, allBinaries, nil)
 		w.exec.fail["iptables-nft-restore"] = []string{strings.ReplaceAll(restoreFailure, "ip6", "ip")}
 		err := w.executor(iptables.Options{}).Apply(context.Background(), p)
@@ -600,7 +607,11 @@ func TestApplyRestoreFailure(t *testing.T) {
 		require.ErrorAs(t, err, &re)
 		assert.Equal(t, iptables.IPv4, re.Family)
 		assert.Equal(t, strings.Split(iptables.Render(rs4, iptables.Removal{}), "\n")[2], re.Text)
-		assert.Len(t, w.exec.calls, 1, "no further process after the refusal: %v", w.exec.calls)
+		// Both families' restores are started together; the IPv6 one
+		// succeeded and is undone.
+		require.Len(t, w.exec.calls, 3, "restore ipv4 (refused), restore ipv6, rollback ipv6: %v", w.exec.calls)
+		assert.Equal(t, "ip6tables-nft-restore", w.exec.calls[2].Bin)
+		removes(t, w.exec.calls[2].Stdin, ruleSet(t, p, iptables.IPv6))
 		assert.Empty(t, w.kernel.syncs)
 	})
 

@@ -360,6 +360,11 @@ func (r *recorder) Run(ctx context.Context, argv []string, stdin []byte) ([]byte
 	return r.inner.Run(ctx, argv, stdin)
 }
 
+func (r *recorder) Start(ctx context.Context, argv []string, stdin []byte) func() ([]byte, error) {
+	r.argv = append(r.argv, slices.Clone(argv))
+	return r.inner.Start(ctx, argv, stdin)
+}
+
 func (r *recorder) count(suffix string) int {
 	n := 0
 	for _, a := range r.argv {
