@@ -3,6 +3,7 @@ module github.com/mesh-init/istio-iptables
 go 1.26.8
 
 require (
+	github.com/coreos/go-iptables v0.8.0
 	github.com/google/nftables v0.3.0
 	github.com/spf13/pflag v1.0.10
 	github.com/stretchr/testify v1.12.1
