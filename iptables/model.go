@@ -174,6 +174,9 @@ func (rs RuleSet) Validate() error {
 		if !tc.Chain.Owned() {
 			errs = append(errs, fmt.Errorf("chain %s: declared chains must start with %s", tc, ChainPrefix))
 		}
+		if !plainChainName(tc.Chain) {
+			errs = append(errs, fmt.Errorf("chain %q: a chain name is at most 28 letters, digits, '_' or '-'", tc.Chain))
+		}
 		if declared[tc] {
 			errs = append(errs, fmt.Errorf("chain %s declared twice", tc))
 		}
@@ -196,6 +199,21 @@ func (rs RuleSet) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// plainChainName reports whether a chain name can be written bare in
+// restore input: 1-28 letters, digits, '_' or '-' (iptables' own limit is
+// 28 bytes). A blank or a newline in a name would split a line into more.
+func plainChainName(c Chain) bool {
+	if len(c) == 0 || len(c) > 28 {
+		return false
+	}
+	for _, r := range c {
+		if !(r >= 'A' && r <= 'Z' || r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '_' || r == '-') {
+			return false
+		}
+	}
+	return true
 }
 
 // checkArg refuses arguments that could end a line, open a quote or start a
