@@ -19,6 +19,7 @@ type options struct {
 	cleanupOnly  bool
 	netns        string
 	iptablesMode string
+	wait         string
 	version      bool
 	help         bool
 }
@@ -55,6 +56,7 @@ func newFlags(o *options) (*pflag.FlagSet, []flagDef) {
 		{"ipv6", "", "ISTIO_IPV6", "IPv6 rules: auto (when the namespace has a global IPv6 address), true or false", &c.IPv6, nil},
 		{"iptables-mode", "", "IPTABLES_MODE", "iptables backend: auto, nft or legacy", &o.iptablesMode, nil},
 		{"cleanup-only", "", "CLEANUP_ONLY", "remove everything this tool writes, write nothing (also: positional 'clean')", nil, &o.cleanupOnly},
+		{"wait", "", "IPTABLES_WAIT", "seconds to wait for the xtables lock (legacy iptables) before giving up with exit 1; 1-3600", &o.wait, nil},
 	}
 	fs := pflag.NewFlagSet("istio-iptables", pflag.ContinueOnError)
 	fs.SetOutput(io.Discard)

@@ -11,8 +11,10 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/mesh-init/istio-iptables/capture"
 	"github.com/mesh-init/istio-iptables/dryrun"
@@ -39,7 +41,7 @@ func main() {
 // run is the whole command: parse flags and environment, validate, build
 // the plan, then print it or apply it. It returns the exit code.
 func run(args []string, getenv func(string) (string, bool), stdout, stderr io.Writer) int {
-	o := options{cfg: capture.DefaultConfig(), iptablesMode: string(iptables.BackendAuto)}
+	o := options{cfg: capture.DefaultConfig(), iptablesMode: string(iptables.BackendAuto), wait: "30"}
 	fs, defs := newFlags(&o)
 	usageErr := func(msgs ...string) int {
 		for _, m := range msgs {
@@ -77,6 +79,10 @@ func run(args []string, getenv func(string) (string, bool), stdout, stderr io.Wr
 	if err := mode.Validate(); err != nil {
 		errs = append(errs, withEnv(&capture.FieldError{Flag: "--iptables-mode", Msg: err.Error()}, fromEnv))
 	}
+	lockWait, err := parseWait(o.wait)
+	if err != nil {
+		errs = append(errs, withEnv(&capture.FieldError{Flag: "--wait", Msg: err.Error()}, fromEnv))
+	}
 	o.cfg.Lookup = osLookup{}
 	if err := o.cfg.Validate(); err != nil {
 		for _, e := range unjoin(err) {
@@ -101,7 +107,7 @@ func run(args []string, getenv func(string) (string, bool), stdout, stderr io.Wr
 			fmt.Fprintln(stdout, "# cleanup: removes every ISTIO_* chain and the jumps into them, both families and backends, the TPROXY routes and ::6 on lo")
 			return exitOK
 		}
-		ex, err := iptables.NewExecutor(iptables.Options{Netns: o.netns, Mode: mode, Logger: log})
+		ex, err := iptables.NewExecutor(iptables.Options{Netns: o.netns, Mode: mode, LockWait: lockWait, Logger: log})
 		if err != nil {
 			log.Error("cleanup", "err", err)
 			return exitFailed
@@ -137,7 +143,7 @@ func run(args []string, getenv func(string) (string, bool), stdout, stderr io.Wr
 		}
 		return exitOK
 	}
-	ex, err := iptables.NewExecutor(iptables.Options{Netns: o.netns, Mode: mode, Logger: log})
+	ex, err := iptables.NewExecutor(iptables.Options{Netns: o.netns, Mode: mode, LockWait: lockWait, Logger: log})
 	if err != nil {
 		log.Error("apply", "err", err)
 		return exitFailed
@@ -165,6 +171,15 @@ func logConfig(log *slog.Logger, o options, plan iptables.Plan) {
 		"-t", c.InboundTProxyMark, "-r", c.InboundTProxyRouteTable,
 		"ipv6", c.IPv6, "families", strings.Join(fams, ","),
 		"netns", o.netns, "iptables-mode", o.iptablesMode, "dry-run", o.dryRun)
+}
+
+// parseWait parses --wait: whole seconds, 1-3600.
+func parseWait(v string) (time.Duration, error) {
+	n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 32)
+	if err != nil || n < 1 || n > 3600 {
+		return 0, fmt.Errorf("%q is not a number of seconds in 1-3600", v)
+	}
+	return time.Duration(n) * time.Second, nil
 }
 
 // withEnv names the variable a bad value came from, when it did.
