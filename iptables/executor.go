@@ -93,6 +93,12 @@ type kernel interface {
 	// DeleteEmptyNftTables deletes those of the given iptables-nft tables
 	// that hold no rule and no user chain.
 	DeleteEmptyNftTables(f Family, tables []Table) error
+	// NftMarkers lists the marker tables (MarkerPrefix, family inet) and
+	// returns the current nf_tables generation, in one netlink session.
+	NftMarkers() (markers []string, gen uint32, err error)
+	// SetNftMarker replaces every marker table by one called name (none
+	// when name is "") in one transaction.
+	SetNftMarker(name string) error
 	// SyncRoutes makes the TPROXY policy routing and addresses be exactly
 	// routes and addrs, removing stale TPROXY routing of an earlier run.
 	SyncRoutes(routes []Route, addrs []Addr) error
@@ -106,6 +112,7 @@ type executor struct {
 	log      *slog.Logger
 	bins     map[string]string // name -> resolved path
 	nftTabs  map[Family][]string
+	chosen   backend // the backend of the last apply
 }
 
 // NewExecutor returns the real executor.
@@ -297,6 +304,66 @@ func (e *executor) Apply(ctx context.Context, p Plan) error {
 }
 
 func (e *executor) apply(ctx context.Context, p Plan) error {
+	hash := PlanHash(p)
+	if done, err := e.unchangedSinceMarker(hash); err != nil {
+		return err
+	} else if done {
+		if len(p.Routes) > 0 || len(p.Addrs) > 0 {
+			if err := e.k.SyncRoutes(p.Routes, p.Addrs); err != nil {
+				return fmt.Errorf("policy routing: %w", err)
+			}
+		}
+		return nil
+	}
+	if err := e.applyRules(ctx, p); err != nil {
+		return err
+	}
+	e.recordMarker(hash)
+	return nil
+}
+
+// unchangedSinceMarker is the no-op fast path of a re-run: the marker
+// table records this plan at the current nf_tables generation, and no
+// legacy table exists that could change the backend choice. Nothing is
+// read with *-save and nothing is written.
+func (e *executor) unchangedSinceMarker(hash string) (bool, error) {
+	if e.o.Mode == BackendLegacy {
+		return false, nil
+	}
+	markers, gen, err := e.k.NftMarkers()
+	if err != nil || !markerCurrent(markers, hash, gen) {
+		return false, nil // no marker, or it cannot be read: the full path decides
+	}
+	for _, f := range []Family{IPv4, IPv6} {
+		if tables, err := e.k.LegacyTables(f); err != nil || len(tables) > 0 {
+			return false, nil
+		}
+	}
+	e.log.Info("rules already in place, nothing read or written", "backend", nft, "generation", gen,
+		"marker", MarkerName(hash, gen))
+	return true, nil
+}
+
+// recordMarker writes the marker of a successful apply on nft, or removes
+// a stale one after an apply on legacy. A failure only costs the next
+// re-run its fast path, so it is logged, not returned.
+func (e *executor) recordMarker(hash string) {
+	name := ""
+	if e.chosen == nft {
+		_, gen, err := e.k.NftMarkers()
+		if err != nil {
+			e.log.Warn("cannot read the nf_tables generation; the next re-run reads the state in full", "err", err)
+			return
+		}
+		// The marker's own transaction bumps the generation by one.
+		name = MarkerName(hash, gen+1)
+	}
+	if err := e.k.SetNftMarker(name); err != nil {
+		e.log.Warn("cannot record the apply; the next re-run reads the state in full", "err", err)
+	}
+}
+
+func (e *executor) applyRules(ctx context.Context, p Plan) error {
 	var fams []Family
 	for _, rs := range p.RuleSets {
 		fams = append(fams, rs.Family)
@@ -328,6 +395,7 @@ func (e *executor) apply(ctx context.Context, p Plan) error {
 		}
 	}
 	e.log.Info("backend", "iptables", st.chosen)
+	e.chosen = st.chosen
 
 	var done []written
 	foundOwned := false
@@ -467,6 +535,12 @@ func (e *executor) cleanup(ctx context.Context) error {
 	}
 	if err := e.k.SyncRoutes(nil, nil); err != nil {
 		return fmt.Errorf("policy routing: %w", err)
+	}
+	if markers, _, err := e.k.NftMarkers(); err == nil && len(markers) > 0 {
+		if err := e.k.SetNftMarker(""); err != nil {
+			return fmt.Errorf("remove the record of the last apply: %w", err)
+		}
+		removed += len(markers)
 	}
 	if removed == 0 {
 		e.log.Info("nothing to remove")

@@ -158,6 +158,7 @@ type fakeKernel struct {
 	deletes     []deleteCall
 	syncErr     error
 	outside     []string // kernel operations made outside Do
+	markers     []string // SetNftMarker calls
 }
 
 func (k *fakeKernel) Do(path string, fn func() error) error {
@@ -190,6 +191,19 @@ func (k *fakeKernel) NftTables() (map[iptables.Family][]string, error) {
 func (k *fakeKernel) DeleteEmptyNftTables(f iptables.Family, tables []iptables.Table) error {
 	k.check("DeleteEmptyNftTables")
 	k.deletes = append(k.deletes, deleteCall{f, tables})
+	return nil
+}
+
+// NftMarkers reports no marker, so every apply takes the full path the
+// tests assert; the marker path is tested against the real kernel.
+func (k *fakeKernel) NftMarkers() ([]string, uint32, error) {
+	k.check("NftMarkers")
+	return nil, 0, nil
+}
+
+func (k *fakeKernel) SetNftMarker(name string) error {
+	k.check("SetNftMarker")
+	k.markers = append(k.markers, name)
 	return nil
 }
 

@@ -3,6 +3,7 @@
 package iptables
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -13,6 +14,7 @@ import (
 	"strings"
 
 	"github.com/google/nftables"
+	mdnetlink "github.com/mdlayher/netlink"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -121,6 +123,99 @@ func (linuxKernel) NftTables() (map[Family][]string, error) {
 		}
 	}
 	return out, nil
+}
+
+// NftMarkers lists the marker tables and reads the ruleset generation
+// (NFT_MSG_GETGEN, which google/nftables does not offer, so it is asked
+// over nfnetlink directly).
+func (linuxKernel) NftMarkers() ([]string, uint32, error) {
+	c, done, err := nftConn()
+	if err != nil {
+		return nil, 0, err
+	}
+	defer done()
+	tables, err := c.ListTablesOfFamily(nftables.TableFamilyINet)
+	if err != nil {
+		return nil, 0, fmt.Errorf("list nftables inet tables: %w", err)
+	}
+	var markers []string
+	for _, t := range tables {
+		if strings.HasPrefix(t.Name, MarkerPrefix) {
+			markers = append(markers, t.Name)
+		}
+	}
+	gen, err := nftGeneration()
+	return markers, gen, err
+}
+
+func nftGeneration() (uint32, error) {
+	ns, err := netns.Get()
+	if err != nil {
+		return 0, fmt.Errorf("read current netns: %w", err)
+	}
+	defer ns.Close()
+	c, err := mdnetlink.Dial(unix.NETLINK_NETFILTER, &mdnetlink.Config{NetNS: int(ns)})
+	if err != nil {
+		return 0, fmt.Errorf("nfnetlink: %w", err)
+	}
+	defer c.Close()
+	msgs, err := c.Execute(mdnetlink.Message{
+		Header: mdnetlink.Header{Type: mdnetlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_GETGEN), Flags: mdnetlink.Request},
+		Data:   []byte{unix.AF_UNSPEC, unix.NFNETLINK_V0, 0, 0}, // nfgenmsg
+	})
+	if err != nil {
+		return 0, fmt.Errorf("read the nftables generation: %w", err)
+	}
+	for _, m := range msgs {
+		if len(m.Data) < 4 {
+			continue
+		}
+		ad, err := mdnetlink.NewAttributeDecoder(m.Data[4:])
+		if err != nil {
+			return 0, fmt.Errorf("decode the nftables generation: %w", err)
+		}
+		ad.ByteOrder = binary.BigEndian
+		for ad.Next() {
+			if ad.Type() == unix.NFTA_GEN_ID {
+				return ad.Uint32(), nil
+			}
+		}
+	}
+	return 0, errors.New("no generation in the nftables answer")
+}
+
+// SetNftMarker replaces the marker tables by one called name ("" none),
+// in one transaction.
+func (linuxKernel) SetNftMarker(name string) error {
+	c, done, err := nftConn()
+	if err != nil {
+		return err
+	}
+	defer done()
+	tables, err := c.ListTablesOfFamily(nftables.TableFamilyINet)
+	if err != nil {
+		return fmt.Errorf("list nftables inet tables: %w", err)
+	}
+	changed := false
+	for _, t := range tables {
+		if strings.HasPrefix(t.Name, MarkerPrefix) && t.Name != name {
+			c.DelTable(t)
+			changed = true
+		} else if t.Name == name {
+			name = "" // already there
+		}
+	}
+	if name != "" {
+		c.AddTable(&nftables.Table{Name: name, Family: nftables.TableFamilyINet})
+		changed = true
+	}
+	if !changed {
+		return nil
+	}
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("write the nftables marker: %w", err)
+	}
+	return nil
 }
 
 // DeleteEmptyNftTables deletes the named tables when they hold only base

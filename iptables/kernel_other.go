@@ -20,6 +20,9 @@ func (otherKernel) NftTables() (map[Family][]string, error)    { return nil, Err
 func (otherKernel) DeleteEmptyNftTables(Family, []Table) error { return ErrUnsupported }
 func (otherKernel) SyncRoutes([]Route, []Addr) error           { return ErrUnsupported }
 
+func (otherKernel) NftMarkers() ([]string, uint32, error) { return nil, 0, ErrUnsupported }
+func (otherKernel) SetNftMarker(string) error             { return ErrUnsupported }
+
 // CheckNetns is not supported off Linux.
 func CheckNetns(string) error { return ErrUnsupported }
 
