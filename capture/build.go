@@ -32,6 +32,16 @@ import (
 //	OUTPUT ─ marked on lo: RETURN; proxy to pod IP over lo: MARK -t+1;
 //	         connmark -t: CONNMARK --restore-mark
 //	plus `ip rule fwmark -t lookup -r` and `local default dev lo table -r`.
+//
+//	--drop-invalid, mangle: PREROUTING ─ ctstate INVALID ─▶ ISTIO_DROP ─▶ DROP
+//	owner groups, nat ISTIO_OUTPUT after the proxy's rules: groups not
+//	captured (or not among those captured): RETURN
+//	--redirect-dns (when a server is known or --capture-all-dns):
+//	nat ISTIO_OUTPUT ─▶ ISTIO_OUTPUT_DNS ─ tcp, udp :53 (to the servers) ─▶ REDIRECT 15053
+//	   (the proxy's lo rules skip port 53, so the app's DNS over lo reaches it)
+//	raw OUTPUT ─▶ ISTIO_OUTPUT_DNS ─ proxy's :53 queries: CT zone 1; its 15053 answers: zone 2
+//	                               └ app's queries (to the servers): zone 2
+//	raw PREROUTING ─▶ ISTIO_INBOUND ─ answers from :53 (of the servers): CT zone 1
 
 // Chains.
 const (
@@ -43,8 +53,12 @@ const (
 	chainOutputIstio  iptables.Chain = "ISTIO_OUTPUT"
 	chainDivert       iptables.Chain = "ISTIO_DIVERT"
 	chainTProxy       iptables.Chain = "ISTIO_TPROXY"
+	chainOutputDNS    iptables.Chain = "ISTIO_OUTPUT_DNS"
+	chainDrop         iptables.Chain = "ISTIO_DROP"
 	nat                              = iptables.TableNat
 	mangle                           = iptables.TableMangle
+	raw                              = iptables.TableRaw
+	dnsPort                          = "53"
 	loopback                         = "lo"
 	targetReturn                     = "RETURN"
 	defaultInboundCap                = "15006"
@@ -157,6 +171,9 @@ func (s settings) ruleSet(fam family) iptables.RuleSet {
 			b.appendRule(mangle, chainOutput, "-o", ifc, "-j", targetReturn)
 		}
 	}
+	if s.dropInvalid {
+		s.dropInvalidPackets(b)
+	}
 
 	// -A ISTIO_REDIRECT -p tcp -j REDIRECT --to-ports P: the outbound listener.
 	b.appendRule(nat, chainRedirect, "-p", "tcp", "-j", "REDIRECT", "--to-ports", s.proxyPort)
@@ -167,6 +184,9 @@ func (s settings) ruleSet(fam family) iptables.RuleSet {
 	s.outbound(b, fam)
 	if tproxy {
 		s.tproxyMarks(b, fam, mark, outboundMark)
+	}
+	if s.dnsOn() {
+		s.dnsConntrackZones(b, fam)
 	}
 	// Declare the chains in a fixed order, so the text reads the same
 	// whatever flags brought them in.
@@ -179,8 +199,21 @@ func (s settings) ruleSet(fam family) iptables.RuleSet {
 var chainOrder = []iptables.TableChain{
 	{Table: nat, Chain: chainInbound}, {Table: nat, Chain: chainRedirect},
 	{Table: nat, Chain: chainInRedirect}, {Table: nat, Chain: chainOutputIstio},
+	{Table: nat, Chain: chainOutputDNS},
 	{Table: mangle, Chain: chainInbound}, {Table: mangle, Chain: chainDivert},
-	{Table: mangle, Chain: chainTProxy},
+	{Table: mangle, Chain: chainTProxy}, {Table: mangle, Chain: chainDrop},
+	{Table: raw, Chain: chainOutputDNS}, {Table: raw, Chain: chainInbound},
+}
+
+// dropInvalidPackets writes --drop-invalid: conntrack does not NAT a packet
+// it finds INVALID (an out-of-window segment, say), so such a packet of a
+// captured connection would reach the app's port unredirected and draw a
+// reset that kills the connection; dropping it lets TCP retransmit.
+func (s settings) dropInvalidPackets(b *builder) {
+	// -A PREROUTING -m conntrack --ctstate INVALID -j ISTIO_DROP
+	b.appendRule(mangle, chainPrerouting, "-m", "conntrack", "--ctstate", "INVALID", "-j", string(chainDrop))
+	// -A ISTIO_DROP -j DROP
+	b.appendRule(mangle, chainDrop, "-j", "DROP")
 }
 
 // inbound writes ISTIO_INBOUND (nat, or mangle with TPROXY) and the jump
@@ -256,19 +289,43 @@ func (s settings) outbound(b *builder, fam family) {
 	// -A ISTIO_OUTPUT -o lo -s 127.0.0.6/32 -j RETURN: the proxy's
 	// passthrough is never re-captured.
 	b.appendRule(nat, chainOutputIstio, "-o", loopback, "-s", fam.passthrough, "-j", targetReturn)
+	dns := s.dnsOn()
 	for _, owner := range []struct {
 		flag string
 		ids  []string
 	}{{"--uid-owner", s.uids}, {"--gid-owner", s.gids}} {
 		for _, id := range owner.ids {
-			// The proxy calling its own pod IP over lo goes to the inbound listener.
-			b.appendRule(nat, chainOutputIstio, "-o", loopback, "!", "-d", fam.localhost, "-p", "tcp",
-				"!", "--dport", s.tunnelPort, "-m", "owner", owner.flag, id, "-j", string(chainInRedirect))
-			// An app talking to itself over lo is not captured.
-			b.appendRule(nat, chainOutputIstio, "-o", loopback, "-m", "owner", "!", owner.flag, id, "-j", targetReturn)
+			// The proxy calling its own pod IP over lo goes to the inbound
+			// listener; with DNS capture, as in Istio, not the proxy UID's
+			// DNS (-m multiport ! --dports 53,15008): the agent's queries
+			// to a server on the pod IP go straight to it.
+			notPorts := []string{"!", "--dport", s.tunnelPort}
+			if dns && owner.flag == "--uid-owner" && s.tunnelPort != dnsPort {
+				notPorts = []string{"-m", "multiport", "!", "--dports", dnsPort + "," + s.tunnelPort}
+			}
+			b.appendRule(nat, chainOutputIstio, join([]string{"-o", loopback, "!", "-d", fam.localhost, "-p", "tcp"},
+				notPorts, []string{"-m", "owner", owner.flag, id, "-j", string(chainInRedirect)})...)
+			if dns {
+				// -A ISTIO_OUTPUT -o lo -p tcp ! --dport 53 -m owner ! --uid-owner U -j RETURN:
+				// an app talking to itself over lo is not captured, but
+				// its DNS to a server on lo is (ISTIO_OUTPUT_DNS below).
+				b.appendRule(nat, chainOutputIstio, "-o", loopback, "-p", "tcp", "!", "--dport", dnsPort,
+					"-m", "owner", "!", owner.flag, id, "-j", targetReturn)
+			} else {
+				// An app talking to itself over lo is not captured.
+				b.appendRule(nat, chainOutputIstio, "-o", loopback, "-m", "owner", "!", owner.flag, id, "-j", targetReturn)
+			}
 			// Everything else the proxy sends is exempt: no loops.
 			b.appendRule(nat, chainOutputIstio, "-m", "owner", owner.flag, id, "-j", targetReturn)
 		}
+	}
+	s.ownerGroupRules(b)
+	if dns && (s.captureAllDNS || len(s.dnsServers[fam.f]) > 0) {
+		// -A ISTIO_OUTPUT -j ISTIO_OUTPUT_DNS: DNS is examined after the
+		// proxy's own traffic left; only in a family with a server to
+		// capture (or with --capture-all-dns).
+		b.appendRule(nat, chainOutputIstio, "-j", string(chainOutputDNS))
+		s.dnsRedirect(b, fam)
 	}
 	// -A ISTIO_OUTPUT -d 127.0.0.1/32 -j RETURN: localhost is not captured.
 	b.appendRule(nat, chainOutputIstio, "-d", fam.localhost, "-j", targetReturn)
@@ -297,6 +354,93 @@ func (s settings) outbound(b *builder, fam family) {
 		b.appendRule(nat, chainOutputIstio, "-d", c.String(), "-j", string(chainRedirect))
 	}
 }
+
+// ownerGroupRules writes ISTIO_OUTBOUND_OWNER_GROUPS(_EXCLUDE): outbound
+// traffic of the processes outside the groups captured (or of those in
+// the groups excluded) returns before any capture rule.
+func (s settings) ownerGroupRules(b *builder) {
+	if s.ownerGroupsExcept {
+		for _, g := range s.ownerGroups {
+			// -A ISTIO_OUTPUT -m owner --gid-owner G -j RETURN: group G is not captured.
+			b.appendRule(nat, chainOutputIstio, "-m", "owner", "--gid-owner", g, "-j", targetReturn)
+		}
+		return
+	}
+	if len(s.ownerGroups) == 0 {
+		return
+	}
+	// -A ISTIO_OUTPUT -m owner ! --gid-owner G1 -m owner ! --gid-owner G2 -j RETURN:
+	// a process in none of the groups is not captured.
+	var args []string
+	for _, g := range s.ownerGroups {
+		args = append(args, "-m", "owner", "!", "--gid-owner", g)
+	}
+	b.appendRule(nat, chainOutputIstio, append(args, "-j", targetReturn)...)
+}
+
+// dnsRedirect writes nat ISTIO_OUTPUT_DNS: the app's DNS, tcp then udp, to
+// the listed servers of this family (or to any server with
+// --capture-all-dns), goes to the agent's DNS proxy.
+func (s settings) dnsRedirect(b *builder, fam family) {
+	for _, proto := range []string{"tcp", "udp"} {
+		if s.captureAllDNS {
+			// -A ISTIO_OUTPUT_DNS -p tcp|udp --dport 53 -j REDIRECT --to-ports 15053
+			b.appendRule(nat, chainOutputDNS, "-p", proto, "--dport", dnsPort, "-j", "REDIRECT", "--to-ports", DNSAgentPort)
+			continue
+		}
+		for _, a := range s.dnsServers[fam.f] {
+			// -A ISTIO_OUTPUT_DNS -p tcp|udp --dport 53 -d S/32 -j REDIRECT --to-ports 15053
+			b.appendRule(nat, chainOutputDNS, "-p", proto, "--dport", dnsPort, "-d", hostPrefix(a),
+				"-j", "REDIRECT", "--to-ports", DNSAgentPort)
+		}
+	}
+}
+
+// dnsConntrackZones writes the raw rules that keep two UDP flows with the
+// same addresses apart: the proxy's own queries to a server (and the
+// server's answers) in conntrack zone 1, the app's queries (redirected to
+// the agent) and the agent's answers to them in zone 2. Without them an
+// upstream query of the agent can be taken for the app's redirected one.
+func (s settings) dnsConntrackZones(b *builder, fam family) {
+	// -A OUTPUT -j ISTIO_OUTPUT_DNS (raw)
+	b.appendRule(raw, chainOutput, "-j", string(chainOutputDNS))
+	for _, owner := range []struct {
+		flag string
+		ids  []string
+	}{{"--uid-owner", s.uids}, {"--gid-owner", s.gids}} {
+		for _, id := range owner.ids {
+			// -A ISTIO_OUTPUT_DNS -p udp --dport 53 -m owner --uid-owner U -j CT --zone 1:
+			// the proxy's queries to upstream servers.
+			b.appendRule(raw, chainOutputDNS, "-p", "udp", "--dport", dnsPort, "-m", "owner", owner.flag, id, "-j", "CT", "--zone", "1")
+			// -A ISTIO_OUTPUT_DNS -p udp --sport 15053 -m owner --uid-owner U -j CT --zone 2:
+			// the agent's answers to the app.
+			b.appendRule(raw, chainOutputDNS, "-p", "udp", "--sport", DNSAgentPort, "-m", "owner", owner.flag, id, "-j", "CT", "--zone", "2")
+		}
+	}
+	if s.captureAllDNS {
+		// -A PREROUTING -j ISTIO_INBOUND (raw)
+		b.appendRule(raw, chainPrerouting, "-j", string(chainInbound))
+		// -A ISTIO_OUTPUT_DNS -p udp --dport 53 -j CT --zone 2: the app's queries.
+		b.appendRule(raw, chainOutputDNS, "-p", "udp", "--dport", dnsPort, "-j", "CT", "--zone", "2")
+		// -A ISTIO_INBOUND -p udp --sport 53 -j CT --zone 1: the servers' answers.
+		b.appendRule(raw, chainInbound, "-p", "udp", "--sport", dnsPort, "-j", "CT", "--zone", "1")
+		return
+	}
+	if len(s.dnsServers[fam.f]) == 0 {
+		return
+	}
+	// -A PREROUTING -j ISTIO_INBOUND (raw)
+	b.appendRule(raw, chainPrerouting, "-j", string(chainInbound))
+	for _, a := range s.dnsServers[fam.f] {
+		// -A ISTIO_OUTPUT_DNS -p udp --dport 53 -d S/32 -j CT --zone 2: the app's queries.
+		b.appendRule(raw, chainOutputDNS, "-p", "udp", "--dport", dnsPort, "-d", hostPrefix(a), "-j", "CT", "--zone", "2")
+		// -A ISTIO_INBOUND -p udp --sport 53 -s S/32 -j CT --zone 1: the server's answers.
+		b.appendRule(raw, chainInbound, "-p", "udp", "--sport", dnsPort, "-s", hostPrefix(a), "-j", "CT", "--zone", "1")
+	}
+}
+
+// hostPrefix is a as a one-address prefix: 10.0.0.1/32, fd00::1/128.
+func hostPrefix(a netip.Addr) string { return netip.PrefixFrom(a, a.BitLen()).String() }
 
 // tproxyMarks writes the mangle rules that keep TPROXY's marks on a
 // connection and route the proxy's calls to its own pod IP back in.

@@ -4,8 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/mesh-init/istio-iptables/iptables"
 )
@@ -87,6 +89,45 @@ type Config struct {
 	// HostIPv6 tells, for IPv6=auto, whether the namespace has a global
 	// IPv6 address. The caller reads it; Build does no I/O.
 	HostIPv6 bool
+	// RedirectDNS: --redirect-dns, REDIRECT_DNS; true or false (default):
+	// send the app's DNS (udp and tcp port 53) to the agent on 15053.
+	RedirectDNS string
+	// CaptureAllDNS: --capture-all-dns, CAPTURE_ALL_DNS; true or false
+	// (default): with RedirectDNS, capture DNS to every server, not only
+	// to DNSServers.
+	CaptureAllDNS string
+	// DNSServers: --dns-servers, DNS_SERVERS; comma list of IPv4 and IPv6
+	// addresses whose DNS traffic is captured (split per family). The
+	// command line fills it from the namespace's resolv.conf when neither
+	// the flag nor the variable is given; Build does no I/O.
+	DNSServers string
+	// DNSServersFromResolvConf tells that DNSServers was read from
+	// resolv.conf; it only shapes the warning when no server is known.
+	DNSServersFromResolvConf bool
+	// DropInvalid: --drop-invalid, DROP_INVALID; true or false (default):
+	// drop inbound packets conntrack classifies INVALID.
+	DropInvalid string
+	// OwnerGroupsInclude: --istio-outbound-owner-groups,
+	// ISTIO_OUTBOUND_OWNER_GROUPS; GIDs or group names whose outbound
+	// traffic is captured; default "*" (every group; "" means the same).
+	OwnerGroupsInclude string
+	// OwnerGroupsExclude: --istio-outbound-owner-groups-exclude,
+	// ISTIO_OUTBOUND_OWNER_GROUPS_EXCLUDE; GIDs or group names whose
+	// outbound traffic is not captured, used with OwnerGroupsInclude "*";
+	// default "".
+	OwnerGroupsExclude string
+	// RunValidation: --run-validation, RUN_VALIDATION; true or false
+	// (default): after applying, probe that interception works.
+	RunValidation string
+	// SkipRuleApply: --skip-rule-apply, SKIP_RULE_APPLY; true or false
+	// (default): write no rule (with RunValidation: only probe).
+	SkipRuleApply string
+	// ProbePort: --iptables-probe-port, IPTABLES_PROBE_PORT; the original
+	// destination port of the validation probe; default 15002.
+	ProbePort string
+	// ProbeTimeout: --probe-timeout, PROBE_TIMEOUT; how long the
+	// validation probe may take, a Go duration; default 5s.
+	ProbeTimeout string
 	// Lookup resolves user and group names in -u and -g. Nil: only numeric
 	// IDs are accepted.
 	Lookup Lookup
@@ -108,8 +149,29 @@ func DefaultConfig() Config {
 		InboundTProxyMark:       "1337",
 		InboundTProxyRouteTable: "133",
 		IPv6:                    string(IPv6Auto),
+		RedirectDNS:             "false",
+		CaptureAllDNS:           "false",
+		DropInvalid:             "false",
+		OwnerGroupsInclude:      Wildcard,
+		RunValidation:           "false",
+		SkipRuleApply:           "false",
+		ProbePort:               DefaultProbePort,
+		ProbeTimeout:            DefaultProbeTimeout.String(),
 	}
 }
+
+// The validation probe's defaults (Istio's).
+const (
+	DefaultProbePort    = "15002"
+	DefaultProbeTimeout = 5 * time.Second
+)
+
+// DNSAgentPort is where the agent's DNS proxy listens (udp and tcp).
+const DNSAgentPort = "15053"
+
+// maxOwnerGroups bounds the owner group lists, as Istio does: each group
+// is one owner match in a rule.
+const maxOwnerGroups = 64
 
 // FieldError is a bad value, with the flag it came from.
 type FieldError struct {
@@ -134,6 +196,45 @@ type settings struct {
 	mark                               uint32
 	routeTable                         int
 	ipv6                               bool
+	redirectDNS, captureAllDNS         bool
+	dnsServers                         map[iptables.Family][]netip.Addr
+	dropInvalid                        bool
+	// ownerGroups: with ownerGroupsExcept the groups never captured,
+	// otherwise the only groups captured; none and except: every group.
+	ownerGroups       []string
+	ownerGroupsExcept bool
+	probe             Probe
+}
+
+// Probe is the validation probe's part of a Config, resolved.
+type Probe struct {
+	// Run: --run-validation.
+	Run bool
+	// SkipApply: --skip-rule-apply.
+	SkipApply bool
+	// Port is the original destination port the probe connects to.
+	Port uint16
+	// Timeout bounds the whole probe.
+	Timeout time.Duration
+	// CapturePorts are the ports the rules redirect to, where the probe
+	// listens: the outbound port (-p), then the inbound port (-z or its
+	// default), without duplicates.
+	CapturePorts []uint16
+}
+
+// Probe returns the validation settings, or the errors Validate reports.
+func (c Config) Probe() (Probe, error) {
+	s, err := c.settings()
+	if err != nil {
+		return Probe{}, err
+	}
+	return s.probe, nil
+}
+
+// dnsOn reports whether DNS capture rules are written: --redirect-dns
+// with --capture-all-dns or at least one server.
+func (s settings) dnsOn() bool {
+	return s.redirectDNS && (s.captureAllDNS || len(s.dnsServers[iptables.IPv4])+len(s.dnsServers[iptables.IPv6]) > 0)
 }
 
 // Validate checks every value and returns all problems at once, each a
@@ -153,7 +254,29 @@ func (c Config) Warnings() []string {
 	if strings.Trim(c.KubeVirtInterfaces, " ,") != "" && strings.Trim(c.OutboundIPRangesInclude, " ,") == "" {
 		w = append(w, "-k interfaces get no capture rule while -i is empty")
 	}
+	servers := strings.Trim(c.DNSServers, " ,") != ""
+	switch {
+	case truthy(c.RedirectDNS) && !truthy(c.CaptureAllDNS) && !servers && c.DNSServersFromResolvConf:
+		w = append(w, "DNS capture is off: --redirect-dns is set, but --capture-all-dns is false and resolv.conf names no DNS server (pass --dns-servers)")
+	case truthy(c.RedirectDNS) && !truthy(c.CaptureAllDNS) && !servers:
+		w = append(w, "DNS capture is off: --redirect-dns is set, but --capture-all-dns is false and --dns-servers is empty")
+	case !truthy(c.RedirectDNS) && (truthy(c.CaptureAllDNS) || servers):
+		w = append(w, "--capture-all-dns and --dns-servers only act with --redirect-dns; ignored")
+	}
+	if g := strings.Trim(c.OwnerGroupsInclude, " ,"); g != "" && g != Wildcard && strings.Trim(c.OwnerGroupsExclude, " ,") != "" {
+		w = append(w, "--istio-outbound-owner-groups-exclude is only used with --istio-outbound-owner-groups '*'; ignored")
+	}
+	if truthy(c.SkipRuleApply) && !truthy(c.RunValidation) {
+		w = append(w, "--skip-rule-apply without --run-validation: nothing to do")
+	}
 	return w
+}
+
+// truthy reads a boolean value leniently, for warnings only: Validate is
+// the strict reader.
+func truthy(v string) bool {
+	b, err := strconv.ParseBool(strings.TrimSpace(v))
+	return err == nil && b
 }
 
 type parser struct{ errs []error }
@@ -363,6 +486,105 @@ func (p *parser) number(flag, v string, lo, hi uint64) uint64 {
 	return n
 }
 
+// boolean parses true or false (any strconv.ParseBool spelling, blanks
+// around it ignored); "" is false.
+func (p *parser) boolean(flag, v string) bool {
+	it, ok := p.items(flag, v)
+	if !ok || len(it) == 0 {
+		return false
+	}
+	b, err := strconv.ParseBool(it[0])
+	if err != nil || len(it) > 1 {
+		p.fail(flag, "%q is not true or false", v)
+		return false
+	}
+	return b
+}
+
+// duration parses a positive Go duration of at most an hour; "" is def.
+func (p *parser) duration(flag, v string, def time.Duration) time.Duration {
+	it, ok := p.items(flag, v)
+	if !ok {
+		return 0
+	}
+	if len(it) == 0 {
+		return def
+	}
+	d, err := time.ParseDuration(it[0])
+	if err != nil || len(it) > 1 || d <= 0 || d > time.Hour {
+		p.fail(flag, "%q is not a duration between 1ns and 1h (for example 5s)", v)
+		return 0
+	}
+	return d
+}
+
+// addrs parses a list of IP addresses (no prefixes, zones, IPv4-mapped or
+// unspecified addresses) split per family, without duplicates.
+func (p *parser) addrs(flag, v string) map[iptables.Family][]netip.Addr {
+	out := map[iptables.Family][]netip.Addr{}
+	it, _ := p.items(flag, v)
+	for _, s := range it {
+		a, err := netip.ParseAddr(s)
+		switch {
+		case err != nil:
+			p.fail(flag, "%q is not an IP address", s)
+			continue
+		case a.Zone() != "":
+			p.fail(flag, "%q: addresses with a zone cannot be matched by iptables", s)
+			continue
+		case a.Is4In6():
+			p.fail(flag, "%q: IPv4-mapped IPv6 addresses are not supported; give the IPv4 form", s)
+			continue
+		case a.IsUnspecified():
+			p.fail(flag, "%q is not a server address", s)
+			continue
+		}
+		f := iptables.IPv4
+		if a.Is6() {
+			f = iptables.IPv6
+		}
+		if !slices.Contains(out[f], a) {
+			out[f] = append(out[f], a)
+		}
+	}
+	return out
+}
+
+// ownerGroups parses --istio-outbound-owner-groups (include: "*" or ""
+// for every group, else GIDs or names) and the exclude list, which only
+// counts with "*" (both are checked either way). It returns the groups
+// and whether they are excepted.
+func (p *parser) ownerGroups(include, exclude string, resolve func(string) (uint32, error)) (groups []string, except bool) {
+	const inFlag, exFlag = "--istio-outbound-owner-groups", "--istio-outbound-owner-groups-exclude"
+	var exGroups []string
+	switch ex, ok := p.items(exFlag, exclude); {
+	case !ok || len(ex) == 0:
+	case slices.Contains(ex, Wildcard):
+		p.fail(exFlag, "%q: '*' is not allowed here", exclude)
+	default:
+		exGroups = p.ids(exFlag, exclude, resolve)
+	}
+	in, ok := p.items(inFlag, include)
+	switch {
+	case !ok:
+		return nil, true
+	case len(in) == 0 || len(in) == 1 && in[0] == Wildcard:
+		groups, except = exGroups, true
+		if len(groups) > maxOwnerGroups {
+			p.fail(exFlag, "%d groups: at most %d are supported", len(groups), maxOwnerGroups)
+		}
+	case slices.Contains(in, Wildcard):
+		p.fail(inFlag, "%q: '*' must stand alone", include)
+		return nil, true
+	default:
+		groups = p.ids(inFlag, include, resolve)
+		if len(groups) > maxOwnerGroups {
+			p.fail(inFlag, "%d groups: at most %d are supported", len(groups), maxOwnerGroups)
+		}
+	}
+	return groups, except
+}
+
 func (c Config) settings() (settings, error) {
 	var p parser
 	var s settings
@@ -418,6 +640,26 @@ func (c Config) settings() (settings, error) {
 		s.ipv6 = c.HostIPv6
 	default:
 		p.fail("--ipv6", "%q is not auto, true or false", c.IPv6)
+	}
+	s.redirectDNS = p.boolean("--redirect-dns", c.RedirectDNS)
+	s.captureAllDNS = p.boolean("--capture-all-dns", c.CaptureAllDNS)
+	s.dnsServers = p.addrs("--dns-servers", c.DNSServers)
+	s.dropInvalid = p.boolean("--drop-invalid", c.DropInvalid)
+	s.ownerGroups, s.ownerGroupsExcept = p.ownerGroups(c.OwnerGroupsInclude, c.OwnerGroupsExclude, groupID)
+	s.probe.Run = p.boolean("--run-validation", c.RunValidation)
+	s.probe.SkipApply = p.boolean("--skip-rule-apply", c.SkipRuleApply)
+	if strings.Trim(c.ProbePort, " ,") == "" {
+		c.ProbePort = DefaultProbePort
+	}
+	if port := p.singlePort("--iptables-probe-port", c.ProbePort); port != "" {
+		n, _ := strconv.ParseUint(port, 10, 16)
+		s.probe.Port = uint16(n)
+	}
+	s.probe.Timeout = p.duration("--probe-timeout", c.ProbeTimeout, DefaultProbeTimeout)
+	for _, port := range dedupe([]string{s.proxyPort, s.inboundPort}) {
+		if n, err := strconv.ParseUint(port, 10, 16); err == nil {
+			s.probe.CapturePorts = append(s.probe.CapturePorts, uint16(n))
+		}
 	}
 	return s, errors.Join(p.errs...)
 }

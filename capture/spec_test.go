@@ -516,9 +516,17 @@ func TestSpecIPv6NoIPv4(t *testing.T) {
 }
 
 // TestSpecOnlyOwnedChains checks SPEC §3: every rule is in a builtin chain
-// chain of nat or mangle or one of the chains SPEC names for its table.
+// chain of nat or mangle or one of the chains SPEC names for its table,
+// plus those issue 8 adds (DNS capture in nat and raw, --drop-invalid in
+// mangle).
 func TestSpecOnlyOwnedChains(t *testing.T) {
 	allowed := map[iptables.TableChain]bool{
+		{Table: iptables.TableNat, Chain: "ISTIO_OUTPUT_DNS"}:  true,
+		{Table: iptables.TableMangle, Chain: "ISTIO_DROP"}:     true,
+		{Table: iptables.TableRaw, Chain: "ISTIO_OUTPUT_DNS"}:  true,
+		{Table: iptables.TableRaw, Chain: "ISTIO_INBOUND"}:     true,
+		{Table: iptables.TableRaw, Chain: "PREROUTING"}:        true,
+		{Table: iptables.TableRaw, Chain: "OUTPUT"}:            true,
 		{Table: iptables.TableNat, Chain: "ISTIO_INBOUND"}:     true,
 		{Table: iptables.TableNat, Chain: "ISTIO_REDIRECT"}:    true,
 		{Table: iptables.TableNat, Chain: "ISTIO_IN_REDIRECT"}: true,
