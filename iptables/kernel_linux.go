@@ -497,6 +497,12 @@ func CheckNetns(path string) error {
 	if fi.IsDir() {
 		return fmt.Errorf("%q is a directory, not a network namespace", path)
 	}
+	// A namespace file is a regular nsfs file. Anything else is refused
+	// before it is opened: opening a FIFO blocks forever, opening a device
+	// can act on it.
+	if !fi.Mode().IsRegular() {
+		return fmt.Errorf("%q is not a namespace file (expected /var/run/netns/NAME or /proc/PID/ns/net)", path)
+	}
 	f, err := os.Open(path)
 	if err != nil {
 		return fmt.Errorf("%q: %w", path, err)
