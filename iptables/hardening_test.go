@@ -483,4 +483,3 @@ func runBinaryNoT(bin string, args ...string) binResult {
 	}
 	return r
 }
-
