@@ -56,3 +56,21 @@ image:
 # images (cached in .cache/) and checks it in a throwaway network namespace.
 image-test:
 	VERSION=$(VERSION) COMMIT=$(COMMIT) hack/image-test.sh
+
+# fuzz: every fuzz target for FUZZTIME each (default 20s, about 3 min in
+# all). An input that fails is written by go test to
+# <package>/testdata/fuzz/<Target>/ and runs as a seed in every go test from
+# then on: commit it with the fix. FUZZ_TARGETS=pkg:Target... picks some.
+FUZZTIME     ?= 20s
+FUZZ_TARGETS ?= capture:FuzzParsePorts capture:FuzzParseCIDRs capture:FuzzParseIDs capture:FuzzParseIfaces \
+	capture:FuzzValidateField capture:FuzzConfigRoundTrip \
+	iptables:FuzzParseSpec iptables:FuzzParseSave iptables:FuzzRenderValidated
+
+.PHONY: fuzz
+fuzz:
+	@failed=""; for t in $(FUZZ_TARGETS); do \
+		pkg=./$${t%%:*}; name=$${t#*:}; \
+		echo "== $$pkg $$name ($(FUZZTIME))"; \
+		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg || failed="$$failed $$name"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "fuzz: failed:$$failed"; exit 1; fi
