@@ -150,6 +150,66 @@ func goldenCases() []goldenCase {
 		// istio-iptables -p 15001 -z 15006 -u 1337 -m REDIRECT -i '*' -x "" -b '*' -d 15090,15021,15020 --ipv6=auto
 		// in a namespace without a global IPv6 address.
 		{"ipv6_auto_no_host_ipv6", with(func(c *capture.Config) { c.IPv6 = "auto"; c.HostIPv6 = false })},
+
+		// Issue 8: DNS capture, --drop-invalid, owner groups. Each option
+		// alone, then combined; the names of Istio's golden files they
+		// follow are in the README.
+
+		// istio-iptables -p 15001 -z 15006 -u 1337 -m REDIRECT -i '*' -x "" -b '*' -d 15090,15021,15020 --redirect-dns --dns-servers 10.96.0.10 --ipv6=false
+		{"dns_servers", with(func(c *capture.Config) { c.RedirectDNS = "true"; c.DNSServers = "10.96.0.10" })},
+		// istio-iptables -p 15001 -z 15006 -u 1337 -m REDIRECT -i '*' -x "" -b '*' -d 15090,15021,15020 --redirect-dns --capture-all-dns --ipv6=false
+		{"dns_capture_all", with(func(c *capture.Config) { c.RedirectDNS = "true"; c.CaptureAllDNS = "true" })},
+		// istio-iptables -p 15001 -z 15006 -u 3,4 -g 1,2 -m REDIRECT -i '*' -x "" -b '*' -d 15090,15021,15020 --redirect-dns --dns-servers 127.0.0.53,::127.0.0.53 --ipv6=true
+		{"dns_uids_gids", with(func(c *capture.Config) {
+			c.ProxyUID, c.ProxyGID = "3,4", "1,2"
+			c.RedirectDNS, c.DNSServers, c.IPv6 = "true", "127.0.0.53,::127.0.0.53", "true"
+		})},
+		// istio-iptables -p 15001 -z 15006 -u 1337 -m REDIRECT -i '*' -x "" -b '*' -d 15090,15021,15020 --redirect-dns --dns-servers 10.96.0.10,fd00:10::a --ipv6=true
+		{"dns_ipv6", with(func(c *capture.Config) {
+			c.RedirectDNS, c.DNSServers, c.IPv6 = "true", "10.96.0.10,fd00:10::a", "true"
+		})},
+		// istio-iptables -p 15001 -z 15006 -u 1337 -m REDIRECT -i '*' -x "" -b '*' -d 15090,15021,15020 --redirect-dns --dns-servers 10.96.0.10 --ipv6=true
+		{"dns_ipv6_ipv4_server_only", with(func(c *capture.Config) {
+			c.RedirectDNS, c.DNSServers, c.IPv6 = "true", "10.96.0.10", "true"
+		})},
+		// istio-iptables -p 15001 -z 15006 -u 1337 -m REDIRECT -i '*' -x "" -b '*' -d 15090,15021,15020 --redirect-dns --capture-all-dns --ipv6=true
+		{"dns_capture_all_ipv6", with(func(c *capture.Config) {
+			c.RedirectDNS, c.CaptureAllDNS, c.IPv6 = "true", "true", "true"
+		})},
+		// istio-iptables -p 15001 -z 15006 -u 1337 -m TPROXY -i 9.9.0.0/16 -x 1.1.0.0/16 -b '*' -d "" -c not-istio-nic --redirect-dns --dns-servers 127.0.0.53 --ipv6=true
+		{"dns_tproxy", with(func(c *capture.Config) {
+			c.InboundInterceptionMode = "TPROXY"
+			c.OutboundIPRangesInclude, c.OutboundIPRangesExclude = "9.9.0.0/16", "1.1.0.0/16"
+			c.InboundPortsExclude, c.ExcludeInterfaces = "", "not-istio-nic"
+			c.RedirectDNS, c.DNSServers, c.IPv6 = "true", "127.0.0.53", "true"
+		})},
+		// istio-iptables -p 15001 -z 15006 -u 1337 -m REDIRECT -i '*' -x "" -b '*' -d 15090,15021,15020 --drop-invalid --ipv6=false
+		{"drop_invalid", with(func(c *capture.Config) { c.DropInvalid = "true" })},
+		// istio-iptables -p 15001 -z 15006 -u 1337 -m TPROXY -i '*' -x "" -b '*' -d 15090,15021,15020 -c eth1 --drop-invalid --ipv6=true
+		{"drop_invalid_tproxy_ipv6", with(func(c *capture.Config) {
+			c.InboundInterceptionMode, c.ExcludeInterfaces = "TPROXY", "eth1"
+			c.DropInvalid, c.IPv6 = "true", "true"
+		})},
+		// istio-iptables -p 15001 -z 15006 -u 1337 -m REDIRECT -i '*' -x "" -b '*' -d 15090,15021,15020 --istio-outbound-owner-groups 101,202 --ipv6=false
+		{"owner_groups", with(func(c *capture.Config) { c.OwnerGroupsInclude = "101,202" })},
+		// istio-iptables -p 15001 -z 15006 -u 1337 -m REDIRECT -i '*' -x "" -b '*' -d 15090,15021,15020 --istio-outbound-owner-groups-exclude 888,999 --ipv6=false
+		{"owner_groups_exclude", with(func(c *capture.Config) { c.OwnerGroupsExclude = "888,999" })},
+		// istio-iptables -p 15001 -z 15006 -u 1337 -m REDIRECT -i '*' -x "" -b '*' -d 15090,15021,15020 --redirect-dns --dns-servers 10.96.0.10,fd00:10::a --istio-outbound-owner-groups 101,202 --ipv6=true
+		{"dns_owner_groups_ipv6", with(func(c *capture.Config) {
+			c.RedirectDNS, c.DNSServers, c.IPv6 = "true", "10.96.0.10,fd00:10::a", "true"
+			c.OwnerGroupsInclude = "101,202"
+		})},
+		// istio-iptables -p 15001 -z 15006 -u 1337 -m REDIRECT -i '*' -x "" -b '*' -d 15090,15021,15020 --redirect-dns --dns-servers 10.96.0.10,fd00:10::a --istio-outbound-owner-groups-exclude 888,999 --ipv6=true
+		{"dns_owner_groups_exclude_ipv6", with(func(c *capture.Config) {
+			c.RedirectDNS, c.DNSServers, c.IPv6 = "true", "10.96.0.10,fd00:10::a", "true"
+			c.OwnerGroupsExclude = "888,999"
+		})},
+		// istio-iptables -p 15001 -z 15006 -u 1,2 -g 3 -m TPROXY -i '*' -x "" -b '*' -d 15090,15021,15020 -o 25 --redirect-dns --capture-all-dns --drop-invalid --istio-outbound-owner-groups-exclude 888 --ipv6=true
+		{"all_issue8_options_tproxy_ipv6", with(func(c *capture.Config) {
+			c.InboundInterceptionMode, c.ProxyUID, c.ProxyGID, c.OutboundPortsExclude = "TPROXY", "1,2", "3", "25"
+			c.RedirectDNS, c.CaptureAllDNS, c.DropInvalid, c.IPv6 = "true", "true", "true", "true"
+			c.OwnerGroupsExclude = "888"
+		})},
 	}
 }
 

@@ -20,6 +20,7 @@ type options struct {
 	netns        string
 	iptablesMode string
 	wait         string
+	native       bool
 	version      bool
 	help         bool
 }
@@ -57,6 +58,17 @@ func newFlags(o *options) (*pflag.FlagSet, []flagDef) {
 		{"iptables-mode", "", "IPTABLES_MODE", "iptables backend: auto, nft or legacy", &o.iptablesMode, nil},
 		{"cleanup-only", "", "CLEANUP_ONLY", "remove everything this tool writes, write nothing (also: positional 'clean')", nil, &o.cleanupOnly},
 		{"wait", "", "IPTABLES_WAIT", "seconds to wait for the xtables lock (legacy iptables) before giving up with exit 1; 1-3600", &o.wait, nil},
+		{"native-nftables", "", "NATIVE_NFTABLES", "write the rules as one nftables inet table over netlink, no iptables binary (with --dry-run: print the nft -f text)", nil, &o.native},
+		{"redirect-dns", "", "REDIRECT_DNS", "send the app's DNS (udp and tcp port 53) to the agent's DNS proxy on 15053", &c.RedirectDNS, nil},
+		{"capture-all-dns", "", "CAPTURE_ALL_DNS", "with --redirect-dns: capture DNS to every server, not only to --dns-servers", &c.CaptureAllDNS, nil},
+		{"dns-servers", "", "DNS_SERVERS", "with --redirect-dns: comma list of DNS server addresses to capture (IPv4 and IPv6); when not given: the nameservers of the namespace's resolv.conf", &c.DNSServers, nil},
+		{"drop-invalid", "", "DROP_INVALID", "drop inbound packets conntrack finds INVALID (mangle ISTIO_DROP)", &c.DropInvalid, nil},
+		{"istio-outbound-owner-groups", "", "ISTIO_OUTBOUND_OWNER_GROUPS", "comma list of GIDs (or group names) whose outbound traffic is captured; '*' all", &c.OwnerGroupsInclude, nil},
+		{"istio-outbound-owner-groups-exclude", "", "ISTIO_OUTBOUND_OWNER_GROUPS_EXCLUDE", "comma list of GIDs (or group names) whose outbound traffic is not captured (with --istio-outbound-owner-groups '*')", &c.OwnerGroupsExclude, nil},
+		{"run-validation", "", "RUN_VALIDATION", "after applying, prove that interception works; must run as the proxy UID; exit 126 when it does not", &c.RunValidation, nil},
+		{"skip-rule-apply", "", "SKIP_RULE_APPLY", "write no rule (with --run-validation: only validate)", &c.SkipRuleApply, nil},
+		{"iptables-probe-port", "", "IPTABLES_PROBE_PORT", "original destination port of the validation probe (nothing may listen on it)", &c.ProbePort, nil},
+		{"probe-timeout", "", "PROBE_TIMEOUT", "how long the validation may take (a Go duration)", &c.ProbeTimeout, nil},
 	}
 	fs := pflag.NewFlagSet("istio-iptables", pflag.ContinueOnError)
 	fs.SetOutput(io.Discard)
@@ -67,6 +79,11 @@ func newFlags(o *options) (*pflag.FlagSet, []flagDef) {
 		} else {
 			fs.BoolVarP(d.boolean, d.long, d.short, *d.boolean, d.usage)
 		}
+	}
+	// Switches held as strings in capture.Config (which checks them): a
+	// bare --redirect-dns means true, as with the bool flags.
+	for _, name := range []string{"redirect-dns", "capture-all-dns", "drop-invalid", "run-validation", "skip-rule-apply"} {
+		fs.Lookup(name).NoOptDefVal = "true"
 	}
 	fs.BoolVarP(&o.help, "help", "h", false, "print this help")
 	fs.BoolVar(&o.version, "version", false, "print the version and exit")
@@ -132,7 +149,8 @@ command line wins.
       --version
         print the version and exit
 
-Exit codes: 0 done; 1 the kernel refused (the earlier state is intact); 2 bad usage.
+Exit codes: 0 done; 1 the kernel refused (the earlier state is intact); 2 bad usage;
+126 the validation failed (--run-validation).
 `)
 }
 

@@ -16,9 +16,12 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/spf13/pflag"
+
 	"github.com/mesh-init/istio-iptables/capture"
 	"github.com/mesh-init/istio-iptables/dryrun"
 	"github.com/mesh-init/istio-iptables/iptables"
+	"github.com/mesh-init/istio-iptables/validate"
 )
 
 // Set by the linker: -X main.version=... -X main.commit=...
@@ -32,6 +35,9 @@ const (
 	exitOK     = 0
 	exitFailed = 1 // the kernel refused, or the namespace could not be read
 	exitUsage  = 2 // bad flags or values; nothing was touched
+	// exitValidation: --run-validation found that interception does not
+	// work (Istio's code for it).
+	exitValidation = 126
 )
 
 func main() {
@@ -66,6 +72,7 @@ func run(args []string, getenv func(string) (string, bool), stdout, stderr io.Wr
 	if _, ok := fromEnv["-u"]; !uidGiven && !ok {
 		o.cfg.ProxyUID = defaultProxyUID(getenv)
 	}
+	dnsNotes := fillDNSServers(&o, fs, fromEnv)
 	var errs []string
 	errs = append(errs, envErrs...)
 	switch rest := fs.Args(); {
@@ -94,6 +101,11 @@ func run(args []string, getenv func(string) (string, bool), stdout, stderr io.Wr
 			errs = append(errs, withEnv(&capture.FieldError{Flag: "--netns", Msg: err.Error()}, fromEnv))
 		}
 	}
+	probe, err := o.cfg.Probe()
+	if err == nil && probe.Run && o.netns != "" && !o.cleanupOnly {
+		errs = append(errs, "--run-validation probes the namespace it runs in, as its own UID: run it inside the pod as the proxy UID "+
+			"(as Istio's istio-validation container does), without --netns")
+	}
 	if len(errs) > 0 {
 		return usageErr(errs...)
 	}
@@ -103,11 +115,14 @@ func run(args []string, getenv func(string) (string, bool), stdout, stderr io.Wr
 	defer stop()
 
 	if o.cleanupOnly {
+		if probe.Run {
+			log.Warn("--run-validation is ignored with --cleanup-only")
+		}
 		if o.dryRun {
 			fmt.Fprintln(stdout, "# cleanup: removes every ISTIO_* chain and the jumps into them, both families and backends, the TPROXY routes and ::6 on lo")
 			return exitOK
 		}
-		ex, err := iptables.NewExecutor(iptables.Options{Netns: o.netns, Mode: mode, LockWait: lockWait, Logger: log})
+		ex, err := newExecutor(o.native, iptables.Options{Netns: o.netns, Mode: mode, LockWait: lockWait, Logger: log})
 		if err != nil {
 			log.Error("cleanup", "err", err)
 			return exitFailed
@@ -127,6 +142,9 @@ func run(args []string, getenv func(string) (string, bool), stdout, stderr io.Wr
 		}
 		o.cfg.HostIPv6 = has
 	}
+	for _, n := range dnsNotes {
+		log.Info(n)
+	}
 	for _, w := range o.cfg.Warnings() {
 		log.Warn(w)
 	}
@@ -136,23 +154,89 @@ func run(args []string, getenv func(string) (string, bool), stdout, stderr io.Wr
 		return exitFailed
 	}
 	logConfig(log, o, plan)
+	vp := validate.Probe{CapturePorts: probe.CapturePorts, Port: probe.Port, Timeout: probe.Timeout}
+	_, vp.IPv6 = plan.RuleSet(iptables.IPv6)
 	if o.dryRun {
-		if err := dryrun.Print(stdout, plan); err != nil {
+		if probe.SkipApply {
+			fmt.Fprintln(stdout, "# skip-rule-apply: no rule is written")
+		} else if err := printPlan(o.native, stdout, plan); err != nil {
 			log.Error("print the plan", "err", err)
 			return exitFailed
 		}
+		if probe.Run {
+			fmt.Fprintln(stdout, "# "+validationPlan(vp))
+		}
 		return exitOK
 	}
-	ex, err := iptables.NewExecutor(iptables.Options{Netns: o.netns, Mode: mode, LockWait: lockWait, Logger: log})
-	if err != nil {
-		log.Error("apply", "err", err)
-		return exitFailed
+	if !probe.SkipApply {
+		ex, err := newExecutor(o.native, iptables.Options{Netns: o.netns, Mode: mode, LockWait: lockWait, Logger: log})
+		if err != nil {
+			log.Error("apply", "err", err)
+			return exitFailed
+		}
+		if err := ex.Apply(ctx, plan); err != nil {
+			log.Error("apply failed; the earlier state is intact", "err", err)
+			return exitFailed
+		}
 	}
-	if err := ex.Apply(ctx, plan); err != nil {
-		log.Error("apply failed; the earlier state is intact", "err", err)
-		return exitFailed
+	if probe.Run {
+		log.Info(validationPlan(vp))
+		if err := validate.Run(ctx, vp); err != nil {
+			log.Error("validation failed: interception does not work", "err", err,
+				"process", fmt.Sprintf("uid %d gid %d", os.Getuid(), os.Getgid()), "proxy", proxyIDs(o.cfg))
+			return exitValidation
+		}
+		log.Info("validation passed")
 	}
 	return exitOK
+}
+
+// validationPlan says what the validation does.
+func validationPlan(p validate.Probe) string {
+	var ports []string
+	for _, port := range p.CapturePorts {
+		ports = append(ports, strconv.Itoa(int(port)))
+	}
+	targets := "127.0.0.6"
+	if p.IPv6 {
+		targets += " and [::6]"
+	}
+	return fmt.Sprintf("validation: listen on ports %s of lo, connect as this process to %s port %d, pass when a listener gets it with original port %d, within %s",
+		strings.Join(ports, ","), targets, p.Port, p.Port, p.Timeout)
+}
+
+// proxyIDs names who the rules take for the proxy, for the message of a
+// failed validation run as someone else.
+func proxyIDs(c capture.Config) string {
+	gid := c.ProxyGID
+	if strings.Trim(gid, " ,") == "" {
+		gid = c.ProxyUID
+	}
+	return "-u " + c.ProxyUID + " -g " + gid + " (run the validation as one of them)"
+}
+
+// fillDNSServers reads the namespace's resolv.conf into --dns-servers
+// when DNS capture is asked for, not for every server, and neither the
+// flag nor DNS_SERVERS is given. It returns what the log should say.
+func fillDNSServers(o *options, fs *pflag.FlagSet, fromEnv map[string]string) []string {
+	on, err := strconv.ParseBool(strings.TrimSpace(o.cfg.RedirectDNS))
+	all, _ := strconv.ParseBool(strings.TrimSpace(o.cfg.CaptureAllDNS))
+	if _, ok := fromEnv["--dns-servers"]; ok || fs.Changed("dns-servers") || err != nil || !on || all || o.cleanupOnly {
+		return nil // given, not needed, or a bad value Validate reports
+	}
+	path := resolvConfPath(o.netns, func(p string) bool { _, err := os.Stat(p); return err == nil })
+	o.cfg.DNSServersFromResolvConf = true
+	text, err := os.ReadFile(path)
+	if err != nil {
+		return []string{fmt.Sprintf("DNS servers: cannot read %s: %v", path, err)}
+	}
+	servers, skipped := parseResolvConf(string(text))
+	o.cfg.DNSServers = strings.Join(servers, ",")
+	notes := []string{fmt.Sprintf("DNS servers from %s: %s", path, strings.Join(servers, ","))}
+	if len(skipped) > 0 {
+		notes = append(notes, fmt.Sprintf("DNS servers in %s that cannot be captured, left out: %s", path, strings.Join(skipped, ",")))
+	}
+	return notes
 }
 
 func logConfig(log *slog.Logger, o options, plan iptables.Plan) {
@@ -170,7 +254,29 @@ func logConfig(log *slog.Logger, o options, plan iptables.Plan) {
 		"-k", c.KubeVirtInterfaces, "-c", c.ExcludeInterfaces,
 		"-t", c.InboundTProxyMark, "-r", c.InboundTProxyRouteTable,
 		"ipv6", c.IPv6, "families", strings.Join(fams, ","),
-		"netns", o.netns, "iptables-mode", o.iptablesMode, "dry-run", o.dryRun)
+		"netns", o.netns, "iptables-mode", o.iptablesMode, "dry-run", o.dryRun,
+		"redirect-dns", c.RedirectDNS, "capture-all-dns", c.CaptureAllDNS, "dns-servers", c.DNSServers,
+		"drop-invalid", c.DropInvalid, "owner-groups", c.OwnerGroupsInclude, "owner-groups-exclude", c.OwnerGroupsExclude,
+		"run-validation", c.RunValidation, "skip-rule-apply", c.SkipRuleApply,
+		"iptables-probe-port", c.ProbePort, "probe-timeout", c.ProbeTimeout)
+}
+
+// newExecutor picks the backend: native nftables (--native-nftables) or
+// iptables.
+func newExecutor(native bool, o iptables.Options) (iptables.Executor, error) {
+	if native {
+		return iptables.NewNftExecutor(o)
+	}
+	return iptables.NewExecutor(o)
+}
+
+// printPlan prints the dry run: the `nft -f` text for the native backend,
+// else the restore text.
+func printPlan(native bool, w io.Writer, plan iptables.Plan) error {
+	if native {
+		return dryrun.PrintNft(w, plan)
+	}
+	return dryrun.Print(w, plan)
 }
 
 // parseWait parses --wait: whole seconds, 1-3600.

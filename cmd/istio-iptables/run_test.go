@@ -216,6 +216,28 @@ func envConfigs(t *testing.T) []envConfig {
 			env:   map[string]string{"CLEANUP_ONLY": "true", "DRY_RUN": "true"},
 			flags: []string{"clean", "-n"},
 		},
+		{
+			name: "DNS servers, drop-invalid, owner groups, validation (issue 8)",
+			env: map[string]string{
+				"ISTIO_SERVICE_CIDR": "*", "ISTIO_INBOUND_PORTS": "*", "DRY_RUN": "true", "ISTIO_IPV6": "true",
+				"REDIRECT_DNS": "true", "DNS_SERVERS": "10.96.0.10,fd00::a", "DROP_INVALID": "1",
+				"ISTIO_OUTBOUND_OWNER_GROUPS": "101", "ISTIO_OUTBOUND_OWNER_GROUPS_EXCLUDE": "888",
+				"RUN_VALIDATION": "true", "IPTABLES_PROBE_PORT": "16002", "PROBE_TIMEOUT": "2s",
+			},
+			flags: []string{
+				"-i", "*", "-b", "*", "-n", "--ipv6=true", "--redirect-dns", "--dns-servers", "10.96.0.10,fd00::a", "--drop-invalid=1",
+				"--istio-outbound-owner-groups", "101", "--istio-outbound-owner-groups-exclude", "888",
+				"--run-validation", "--iptables-probe-port", "16002", "--probe-timeout", "2s",
+			},
+		},
+		{
+			name: "capture all DNS, validation only (issue 8)",
+			env: map[string]string{
+				"DRY_RUN": "true", "ISTIO_IPV6": "false", "REDIRECT_DNS": "true", "CAPTURE_ALL_DNS": "true",
+				"SKIP_RULE_APPLY": "true", "RUN_VALIDATION": "1",
+			},
+			flags: []string{"-n", "--ipv6=false", "--redirect-dns", "--capture-all-dns=true", "--skip-rule-apply", "--run-validation=1"},
+		},
 	}
 }
 
@@ -268,6 +290,24 @@ func TestRunEnvShapesThePlan(t *testing.T) {
 	r = runCLI(t, cfgs[2].env)
 	require.Equal(t, exitOK, r.code, r.stderr)
 	assert.Contains(t, r.stdout, "# cleanup")
+	r = runCLI(t, cfgs[4].env)
+	require.Equal(t, exitOK, r.code, r.stderr)
+	for _, want := range []string{
+		"-A ISTIO_OUTPUT_DNS -p udp --dport 53 -d 10.96.0.10/32 -j REDIRECT --to-ports 15053",
+		"-A ISTIO_OUTPUT_DNS -p tcp --dport 53 -d fd00::a/128 -j REDIRECT --to-ports 15053",
+		"-A PREROUTING -m conntrack --ctstate INVALID -j ISTIO_DROP",
+		"-A ISTIO_OUTPUT -m owner ! --gid-owner 101 -j RETURN",
+		"# validation: listen on ports 15001,15006 of lo, connect as this process to 127.0.0.6 and [::6] port 16002",
+		"within 2s",
+	} {
+		assert.Contains(t, r.stdout, want)
+	}
+	assert.Contains(t, r.stderr, "--istio-outbound-owner-groups-exclude is only used with --istio-outbound-owner-groups '*'; ignored")
+	r = runCLI(t, cfgs[5].env)
+	require.Equal(t, exitOK, r.code, r.stderr)
+	assert.Equal(t, "# skip-rule-apply: no rule is written\n"+
+		"# validation: listen on ports 15001 of lo, connect as this process to 127.0.0.6 port 15002, pass when a listener gets it with original port 15002, within 5s\n",
+		r.stdout)
 }
 
 // badEnvValue is a value each variable refuses.
@@ -279,6 +319,9 @@ func badEnvValue(env string) string {
 		"KUBE_VIRT_INTERFACES": "-j", "ISTIO_EXCLUDE_INTERFACES": "-j",
 		"ISTIO_SERVICE_CIDR": "10.0.0.0/99", "ISTIO_SERVICE_EXCLUDE_CIDR": "*",
 		"ISTIO_INBOUND_TPROXY_MARK": "0", "ISTIO_INBOUND_TPROXY_ROUTE_TABLE": "254",
+		"REDIRECT_DNS": "maybe", "CAPTURE_ALL_DNS": "maybe", "DROP_INVALID": "maybe", "RUN_VALIDATION": "maybe",
+		"SKIP_RULE_APPLY": "maybe", "DNS_SERVERS": "10.96.0.0/12", "ISTIO_OUTBOUND_OWNER_GROUPS": "no-such-group-xyz",
+		"ISTIO_OUTBOUND_OWNER_GROUPS_EXCLUDE": "*", "PROBE_TIMEOUT": "5",
 	}
 	if v, ok := bad[env]; ok {
 		return v
@@ -320,6 +363,9 @@ func TestRunFlagsWinOverEnv(t *testing.T) {
 		"ISTIO_INBOUND_TPROXY_MARK": "1337", "ISTIO_INBOUND_TPROXY_ROUTE_TABLE": "133",
 		"DRY_RUN": "true", "NETWORK_NAMESPACE": "/proc/self/ns/net", "ISTIO_IPV6": "false",
 		"IPTABLES_MODE": "auto", "CLEANUP_ONLY": "false", "IPTABLES_WAIT": "30",
+		"REDIRECT_DNS": "false", "CAPTURE_ALL_DNS": "false", "DNS_SERVERS": "10.96.0.10", "DROP_INVALID": "true",
+		"ISTIO_OUTBOUND_OWNER_GROUPS": "101", "ISTIO_OUTBOUND_OWNER_GROUPS_EXCLUDE": "888", "RUN_VALIDATION": "false",
+		"SKIP_RULE_APPLY": "false", "IPTABLES_PROBE_PORT": "15002", "PROBE_TIMEOUT": "5s",
 	}
 	for _, d := range allFlagDefs() {
 		t.Run(d.env, func(t *testing.T) {
@@ -390,7 +436,7 @@ func helpEntries(text string) map[string]string {
 // and its default, in the flag's own entry.
 func TestRunHelp(t *testing.T) {
 	defs := allFlagDefs()
-	assert.Len(t, defs, 22, "SPEC §1 lists 21 flags with a variable, plus --wait (issue 7)")
+	assert.Len(t, defs, 32, "SPEC §1 lists 21 flags with a variable, plus --wait (issue 7) and ten of issue 8")
 	for _, arg := range []string{"--help", "-h"} {
 		t.Run(arg, func(t *testing.T) {
 			r := runCLI(t, nil, arg)
@@ -450,6 +496,21 @@ var goldenCommandLines = map[string]string{
 	"tproxy_ipv6":               `-p 15001 -z 15006 -u 1337 -m TPROXY -i '*' -x "" -b '*' -d 15090,15021,15020 --ipv6=true`,
 	"ipv6_mixed_cidrs":          `-p 15001 -z 15006 -u 1337 -m REDIRECT -i 10.0.0.0/8,fd00::/8 -x 10.96.0.0/12,fd00:10::/64 -b '*' -d 15090,15021,15020 --ipv6=true`,
 	"ipv6_only_ipv4_cidrs":      `-p 15001 -z 15006 -u 1337 -m REDIRECT -i 10.0.0.0/8 -x 10.96.0.0/12 -b '*' -d 15090,15021,15020 --ipv6=true`,
+
+	"dns_servers":                    `-p 15001 -z 15006 -u 1337 -m REDIRECT -i '*' -x "" -b '*' -d 15090,15021,15020 --redirect-dns --dns-servers 10.96.0.10 --ipv6=false`,
+	"dns_capture_all":                `-p 15001 -z 15006 -u 1337 -m REDIRECT -i '*' -x "" -b '*' -d 15090,15021,15020 --redirect-dns --capture-all-dns --ipv6=false`,
+	"dns_uids_gids":                  `-p 15001 -z 15006 -u 3,4 -g 1,2 -m REDIRECT -i '*' -x "" -b '*' -d 15090,15021,15020 --redirect-dns --dns-servers 127.0.0.53,::127.0.0.53 --ipv6=true`,
+	"dns_ipv6":                       `-p 15001 -z 15006 -u 1337 -m REDIRECT -i '*' -x "" -b '*' -d 15090,15021,15020 --redirect-dns --dns-servers 10.96.0.10,fd00:10::a --ipv6=true`,
+	"dns_ipv6_ipv4_server_only":      `-p 15001 -z 15006 -u 1337 -m REDIRECT -i '*' -x "" -b '*' -d 15090,15021,15020 --redirect-dns --dns-servers 10.96.0.10 --ipv6=true`,
+	"dns_capture_all_ipv6":           `-p 15001 -z 15006 -u 1337 -m REDIRECT -i '*' -x "" -b '*' -d 15090,15021,15020 --redirect-dns --capture-all-dns --ipv6=true`,
+	"dns_tproxy":                     `-p 15001 -z 15006 -u 1337 -m TPROXY -i 9.9.0.0/16 -x 1.1.0.0/16 -b '*' -d "" -c not-istio-nic --redirect-dns --dns-servers 127.0.0.53 --ipv6=true`,
+	"drop_invalid":                   `-p 15001 -z 15006 -u 1337 -m REDIRECT -i '*' -x "" -b '*' -d 15090,15021,15020 --drop-invalid --ipv6=false`,
+	"drop_invalid_tproxy_ipv6":       `-p 15001 -z 15006 -u 1337 -m TPROXY -i '*' -x "" -b '*' -d 15090,15021,15020 -c eth1 --drop-invalid --ipv6=true`,
+	"owner_groups":                   `-p 15001 -z 15006 -u 1337 -m REDIRECT -i '*' -x "" -b '*' -d 15090,15021,15020 --istio-outbound-owner-groups 101,202 --ipv6=false`,
+	"owner_groups_exclude":           `-p 15001 -z 15006 -u 1337 -m REDIRECT -i '*' -x "" -b '*' -d 15090,15021,15020 --istio-outbound-owner-groups-exclude 888,999 --ipv6=false`,
+	"dns_owner_groups_ipv6":          `-p 15001 -z 15006 -u 1337 -m REDIRECT -i '*' -x "" -b '*' -d 15090,15021,15020 --redirect-dns --dns-servers 10.96.0.10,fd00:10::a --istio-outbound-owner-groups 101,202 --ipv6=true`,
+	"dns_owner_groups_exclude_ipv6":  `-p 15001 -z 15006 -u 1337 -m REDIRECT -i '*' -x "" -b '*' -d 15090,15021,15020 --redirect-dns --dns-servers 10.96.0.10,fd00:10::a --istio-outbound-owner-groups-exclude 888,999 --ipv6=true`,
+	"all_issue8_options_tproxy_ipv6": `-p 15001 -z 15006 -u 1,2 -g 3 -m TPROXY -i '*' -x "" -b '*' -d 15090,15021,15020 -o 25 --redirect-dns --capture-all-dns --drop-invalid --istio-outbound-owner-groups-exclude 888 --ipv6=true`,
 }
 
 // shellWords splits a command line with '…' and "…" quoting, as a shell
