@@ -60,7 +60,7 @@ func (r Result) Text(p Packet) string {
 		fmt.Fprintf(tw, "  %s %s\t%d\t %s\n", s.Table, s.Chain, s.Rule, s.Text)
 	}
 	tw.Flush()
-	if r.Verdict != Unknown && r.Reason != "" {
+	if (r.Verdict == Direct || r.Verdict == Drop) && r.Reason != "" {
 		fmt.Fprintf(&b, "  (%s)\n", r.Reason)
 	}
 	return b.String()

@@ -1,0 +1,105 @@
+//go:build linux
+
+package iptables
+
+import (
+	"bytes"
+	"fmt"
+	"net/netip"
+	"os/exec"
+	"strings"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// ReadRules returns what `*-save` prints for family f in the namespace at
+// path ("" the current one), for explain. It reads the flavour that holds
+// rules: nft, or legacy when only legacy does (an error when both do:
+// the kernel then runs both, in an order *-save does not show). Tables
+// are listed first without a process, so nothing is created, and a
+// flavour with no table is not run.
+func ReadRules(path string, f Family) (string, error) {
+	var texts = map[backend]string{}
+	err := newKernel().Do(path, func() error {
+		nftTabs, err := linuxKernel{}.NftTables()
+		if err != nil {
+			return err
+		}
+		legacyTabs, err := linuxKernel{}.LegacyTables(f)
+		if err != nil {
+			return err
+		}
+		for b, tabs := range map[backend][]string{nft: nftTabs[f], legacy: legacyTabs} {
+			if len(tabs) == 0 {
+				continue
+			}
+			name := b.binary(f, "save")
+			bin, err := lookSbin(name)
+			if err != nil {
+				return fmt.Errorf("%s: %w", name, ErrNoBinary)
+			}
+			var stdout, stderr bytes.Buffer
+			cmd := exec.Command(bin)
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			if err := cmd.Run(); err != nil {
+				return fmt.Errorf("%s: %w: %s", bin, err, strings.TrimSpace(stderr.String()))
+			}
+			texts[b] = stdout.String()
+		}
+		return nil
+	})
+	if err != nil {
+		return "", fmt.Errorf("read %s rules in %q: %w", f, path, err)
+	}
+	hasRules := func(b backend) bool { return strings.Contains(texts[b], "\n-A ") }
+	switch {
+	case hasRules(nft) && hasRules(legacy):
+		return "", fmt.Errorf("read %s rules in %q: both iptables-nft and iptables-legacy hold rules; explain cannot tell how the kernel orders them", f, path)
+	case hasRules(legacy):
+		return texts[legacy], nil
+	}
+	return texts[nft], nil
+}
+
+// lookSbin finds a binary on PATH or in the sbin directories.
+func lookSbin(name string) (string, error) {
+	if p, err := exec.LookPath(name); err == nil {
+		return p, nil
+	}
+	for _, dir := range []string{"/usr/sbin", "/sbin", "/usr/local/sbin"} {
+		if p, err := exec.LookPath(dir + "/" + name); err == nil {
+			return p, nil
+		}
+	}
+	return "", ErrNoBinary
+}
+
+// LocalAddrs returns every address of every interface in the namespace
+// at path ("" the current one): the destinations that are local to it.
+func LocalAddrs(path string) ([]netip.Addr, error) {
+	h := &netlink.Handle{}
+	if path != "" {
+		ns, err := netns.GetFromPath(path)
+		if err != nil {
+			return nil, fmt.Errorf("open netns %s: %w", path, err)
+		}
+		defer ns.Close()
+		if h, err = netlink.NewHandleAt(ns, unix.NETLINK_ROUTE); err != nil {
+			return nil, fmt.Errorf("netlink in %s: %w", path, err)
+		}
+		defer h.Close()
+	}
+	list, err := retry(func() ([]netlink.Addr, error) { return h.AddrList(nil, netlink.FAMILY_ALL) })
+	if err != nil {
+		return nil, fmt.Errorf("list addresses: %w", err)
+	}
+	var out []netip.Addr
+	for _, a := range list {
+		if ip, ok := netip.AddrFromSlice(a.IP); ok {
+			out = append(out, ip.Unmap())
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,11 @@
+//go:build !linux
+
+package iptables
+
+import "net/netip"
+
+// ReadRules is not supported off Linux.
+func ReadRules(string, Family) (string, error) { return "", ErrUnsupported }
+
+// LocalAddrs is not supported off Linux.
+func LocalAddrs(string) ([]netip.Addr, error) { return nil, ErrUnsupported }
