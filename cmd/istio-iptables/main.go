@@ -47,6 +47,9 @@ func main() {
 // run is the whole command: parse flags and environment, validate, build
 // the plan, then print it or apply it. It returns the exit code.
 func run(args []string, getenv func(string) (string, bool), stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "explain" {
+		return runExplain(args[1:], getenv, stdout, stderr)
+	}
 	o := options{cfg: capture.DefaultConfig(), iptablesMode: string(iptables.BackendAuto), wait: "30"}
 	fs, defs := newFlags(&o)
 	usageErr := func(msgs ...string) int {
