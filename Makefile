@@ -61,7 +61,10 @@ image-test:
 # all). An input that fails is written by go test to
 # <package>/testdata/fuzz/<Target>/ and runs as a seed in every go test from
 # then on: commit it with the fix. FUZZ_TARGETS=pkg:Target... picks some.
+# Minimizing each new input is capped (FUZZMINTIME): with many arguments,
+# as FuzzConfigRoundTrip has, it otherwise eats most of the time.
 FUZZTIME     ?= 20s
+FUZZMINTIME  ?= 2s
 FUZZ_TARGETS ?= capture:FuzzParsePorts capture:FuzzParseCIDRs capture:FuzzParseIDs capture:FuzzParseIfaces \
 	capture:FuzzValidateField capture:FuzzConfigRoundTrip \
 	iptables:FuzzParseSpec iptables:FuzzParseSave iptables:FuzzRenderValidated
@@ -71,6 +74,6 @@ fuzz:
 	@failed=""; for t in $(FUZZ_TARGETS); do \
 		pkg=./$${t%%:*}; name=$${t#*:}; \
 		echo "== $$pkg $$name ($(FUZZTIME))"; \
-		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg || failed="$$failed $$name"; \
+		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINTIME) $$pkg || failed="$$failed $$name"; \
 	done; \
 	if [ -n "$$failed" ]; then echo "fuzz: failed:$$failed"; exit 1; fi
