@@ -71,9 +71,16 @@ FUZZ_TARGETS ?= capture:FuzzParsePorts capture:FuzzParseCIDRs capture:FuzzParseI
 
 .PHONY: fuzz
 fuzz:
-	@failed=""; for t in $(FUZZ_TARGETS); do \
+	@failed=""; log=$$(mktemp); for t in $(FUZZ_TARGETS); do \
 		pkg=./$${t%%:*}; name=$${t#*:}; \
 		echo "== $$pkg $$name ($(FUZZTIME))"; \
-		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINTIME) $$pkg || failed="$$failed $$name"; \
-	done; \
+		if $(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINTIME) $$pkg >$$log 2>&1; then \
+			cat $$log; \
+		else \
+			cat $$log; \
+			if grep -q 'context deadline exceeded' $$log && ! grep -q 'Failing input written' $$log; then \
+				echo "   (go's fuzz coordinator stopped with 'context deadline exceeded' and no failing input: golang/go#75804, fixed in go1.27; not a finding)"; \
+			else failed="$$failed $$name"; fi; \
+		fi; \
+	done; rm -f $$log; \
 	if [ -n "$$failed" ]; then echo "fuzz: failed:$$failed"; exit 1; fi
