@@ -33,6 +33,24 @@
 // listed there with the reason. E2E_SPEC_GAPS=1 runs tests of behaviour the
 // SPEC's rules do not deliver yet (TestTPROXYOriginalSource).
 //
+// The options of issue 8 have their own tests. TestDNSCapture sends DNS
+// queries over UDP and TCP from the app, root, the proxy's UID and GID and
+// to a server on lo, without rules, with --redirect-dns --dns-servers and
+// with --capture-all-dns, and checks which land on the agent (a helper on
+// 15053) and which reach the real server in the remote namespace.
+// TestDNSNoMixUp makes 100 app queries (forwarded by the agent) and 100
+// proxy queries at once per family and checks every answer reached the
+// socket that asked. TestDNSConntrackZones reuses one source port for the
+// proxy's and the app's queries, which only the raw table's conntrack
+// zones keep apart. TestDNSCleanupAndRerun checks the no-op re-run and the
+// exact cleanup with DNS, --drop-invalid and owner groups, and
+// TestOwnerGroupsLanding the owner group lists. TestDropInvalid sends a
+// lone SYN-ACK (INVALID to conntrack) from the client on a raw socket: it
+// draws a reset without --drop-invalid and is dropped and counted with it.
+// TestValidation runs the binary's --run-validation inside a namespace as
+// the proxy, the app, root and the proxy's GID alone, with and without the
+// rules, and checks the exit code (0 or 126) and the message.
+//
 // The tests need root (CAP_NET_ADMIN, CAP_SYS_ADMIN), the iptables and ip
 // binaries and the go command (to build the binary); without root they skip.
 // Run them with

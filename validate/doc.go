@@ -9,9 +9,10 @@
 // ISTIO_IN_REDIRECT, which redirects them to the inbound capture port.
 //
 // Contract:
-//   - Run must be called by a process of the proxy's UID (or GID): the
-//     rules recognise the proxy by the socket's owner. Any other UID is not
-//     redirected, and the probe fails.
+//   - Run must be called by a process of the proxy's UID: the rules
+//     recognise the proxy by the socket's owner. Any other UID is not
+//     redirected, and the probe fails; so does the proxy's GID under
+//     another UID, whose lo traffic the UID's rule returns first.
 //   - Run must run before the proxy listens on the capture ports: a port
 //     it cannot listen on is reported.
 //   - Run works in the network namespace of the calling thread. It creates

@@ -118,7 +118,9 @@ func probe(ctx context.Context, p Probe, f family) error {
 	for {
 		c, err := dial(ctx, f, target)
 		if err != nil {
-			lastErr = err
+			if lastErr == nil || ctx.Err() == nil {
+				lastErr = err // not the attempt the deadline cut short
+			}
 			if ctx.Err() != nil {
 				return fail(describe(lastErr, ctx.Err()), missingRules)
 			}
