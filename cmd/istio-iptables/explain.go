@@ -56,7 +56,8 @@ func runExplain(args []string, getenv func(string) (string, bool), stdout, stder
 	}
 	uidGiven := fs.Changed("proxy-uid")
 	fromEnv, errs := applyEnv(fs, defs, getenv)
-	if _, ok := fromEnv["-u"]; !uidGiven && !ok {
+	fromRules := e.fromNetns != "" || e.fromSave != ""
+	if _, ok := fromEnv["-u"]; !uidGiven && !ok && !fromRules {
 		o.cfg.ProxyUID = defaultProxyUID(getenv)
 	}
 	if len(fs.Args()) > 0 {
@@ -64,7 +65,6 @@ func runExplain(args []string, getenv func(string) (string, bool), stdout, stder
 	}
 	p, perrs := e.packet()
 	errs = append(errs, perrs...)
-	fromRules := e.fromNetns != "" || e.fromSave != ""
 	switch {
 	case e.fromNetns != "" && e.fromSave != "":
 		errs = append(errs, "--from-netns and --from-save exclude each other")
