@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -112,18 +114,21 @@ const (
 	app, proxy, root = 1000, 1337, 0
 )
 
-// TestExplainSpec is the table of packets and verdicts, each written from
-// the SPEC text quoted in its comment, not from the code's output.
-func TestExplainSpec(t *testing.T) {
+// specCase is one packet of the table and its verdict.
+type specCase struct {
+	name, config string
+	packet       explain.Packet
+	want         explain.Result
+}
+
+// specCases is the table of packets and verdicts, each written from the
+// SPEC text quoted in its comment, not from the code's output.
+func specCases() []specCase {
 	redirect := func(port int) explain.Result { return explain.Result{Verdict: explain.Redirect, Port: port} }
 	tproxy := func(port int) explain.Result { return explain.Result{Verdict: explain.TProxy, Port: port} }
 	direct := explain.Result{Verdict: explain.Direct}
 	unknown := explain.Result{Verdict: explain.Unknown}
-	cases := []struct {
-		name, config string
-		packet       explain.Packet
-		want         explain.Result
-	}{
+	return []specCase{
 		// §3.2 "the rest goes to the outbound listener"
 		{"app to a service", "redirect", out("10.0.0.5:8080", app, app), redirect(15001)},
 		{"app to a service v6", "redirect", out("[fd00:2::5]:8080", app, app), redirect(15001)},
@@ -234,6 +239,12 @@ func TestExplainSpec(t *testing.T) {
 		{"multiport -d inside", "-d multiport", in("10.1.1.5:15100"), direct},
 		{"multiport -d outside", "-d multiport", in("10.1.1.5:15106"), redirect(15006)},
 	}
+}
+
+// TestExplainSpec explains every packet of the table against the plan of
+// its configuration.
+func TestExplainSpec(t *testing.T) {
+	cases := specCases()
 	require.GreaterOrEqual(t, len(cases), 40)
 	for _, tc := range cases {
 		t.Run(tc.config+"/"+tc.name, func(t *testing.T) {
@@ -247,6 +258,36 @@ func TestExplainSpec(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestExplainKernelSave explains the packets of the table for the SPEC
+// §3.2 configuration in both modes against what the kernel holds after a
+// real apply: testdata/<mode>_<family>.save is iptables-nft-save (and
+// ip6tables-nft-save) output from a namespace programmed with
+// `istio-iptables --netns ... -p 15001 -z 15006 -u 1337 -m <MODE> -i '*'
+// -x "" -b '*' -d 15090,15021,15020 --ipv6=true`. The verdicts must be
+// the table's: the save's normal form (0x539 marks, explicit -m tcp,
+// CONNMARK masks, TPROXY --on-ip) reads the same as the plan.
+func TestExplainKernelSave(t *testing.T) {
+	n := 0
+	for _, tc := range specCases() {
+		if tc.config != "redirect" && tc.config != "tproxy" {
+			continue
+		}
+		n++
+		t.Run(tc.config+"/"+tc.name, func(t *testing.T) {
+			text, err := os.ReadFile(filepath.Join("testdata", tc.config+"_"+string(tc.packet.Family())+".save"))
+			require.NoError(t, err)
+			saved, err := iptables.ParseSave(string(text))
+			require.NoError(t, err)
+			p := tc.packet
+			p.Local = append(p.Local, netip.MustParseAddr("::6"))
+			got := explain.Explain(explain.FromSaved(tc.packet.Family(), saved), p)
+			assert.Equal(t, tc.want.Verdict, got.Verdict, "reason: %s\n%s", got.Reason, got.Text(p))
+			assert.Equal(t, tc.want.Port, got.Port)
+		})
+	}
+	assert.GreaterOrEqual(t, n, 30)
 }
 
 // TestExplainText checks the issue's example line by line.
