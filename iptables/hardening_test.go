@@ -107,21 +107,20 @@ var killConfigs = [][]string{
 	{"-p", "15001", "-z", "15006", "-u", "1337,1338", "-m", "TPROXY", "-b", "80", "-i", "*", "-t", "1400", "-r", "140", "--ipv6=true"},
 }
 
-// TestHardeningKillDuringApply SIGKILLs the binary at a random moment
-// (0-30 ms, HARDENING_KILL_MS) of an apply that replaces one configuration
-// with the next, HARDENING_KILL_RUNS times (60). After each kill, once the
+// TestHardeningKillDuringApply SIGKILLs the binary at a random moment of
+// an apply that replaces one configuration with the next,
+// HARDENING_KILL_RUNS times (50). The moment is uniform in 0-30 ms, or up
+// to the slowest uninterrupted apply of the same configurations when that
+// takes longer (a loaded machine), so that kills land all along the
+// apply; HARDENING_KILL_MS fixes the window. After each kill, once the
 // restore processes it started have ended, each family must hold exactly
 // the old or exactly the new rules; the next run must succeed and leave
 // the new state, routing included.
 func TestHardeningKillDuringApply(t *testing.T) {
 	requireKernel(t)
-	runs, window := 60, 30
+	runs, window := 50, 30*time.Millisecond
 	if v := os.Getenv("HARDENING_KILL_RUNS"); v != "" {
 		_, err := fmt.Sscan(v, &runs)
-		require.NoError(t, err)
-	}
-	if v := os.Getenv("HARDENING_KILL_MS"); v != "" {
-		_, err := fmt.Sscan(v, &window)
 		require.NoError(t, err)
 	}
 	bin := buildBinary(t)
@@ -132,6 +131,7 @@ func TestHardeningKillDuringApply(t *testing.T) {
 	for i, cfg := range append(slices.Clone(killConfigs), killConfigs[0]) {
 		r := runBinary(t, bin, nil, args(n, cfg)...)
 		require.Zero(t, r.code, r.stderr)
+		window = max(window, r.took)
 		st := readKState(t, n)
 		if i < len(killConfigs) {
 			refs[i] = st
@@ -141,6 +141,11 @@ func TestHardeningKillDuringApply(t *testing.T) {
 	}
 	for i := range refs {
 		require.NotEqual(t, refs[i].rules, refs[(i+1)%len(refs)].rules, "consecutive configurations must differ")
+	}
+	if v := os.Getenv("HARDENING_KILL_MS"); v != "" {
+		ms, err := strconv.Atoi(v)
+		require.NoError(t, err)
+		window = time.Duration(ms) * time.Millisecond
 	}
 
 	outcomes := map[string]int{}
@@ -153,7 +158,7 @@ func TestHardeningKillDuringApply(t *testing.T) {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 		var stderr bytes.Buffer
 		cmd.Stderr = &stderr
-		delay := time.Duration(rand.IntN(window*1000+1)) * time.Microsecond
+		delay := time.Duration(rand.Int64N(int64(window) + 1))
 		require.NoError(t, cmd.Start())
 		time.Sleep(delay)
 		_ = syscall.Kill(cmd.Process.Pid, syscall.SIGKILL)
@@ -205,7 +210,7 @@ func TestHardeningKillDuringApply(t *testing.T) {
 		require.Zero(t, r.code, "run %d: the run after the kill: %s", run, r.stderr)
 		require.Equal(t, want.String(), readKState(t, n).String(), "run %d: the run after the kill", run)
 	}
-	t.Logf("%d runs, kill after 0-%d ms: outcomes %v; rules new but TPROXY routing old: %d", runs, window, outcomes, routingBehind)
+	t.Logf("%d runs, kill after 0-%v: outcomes %v; rules new but TPROXY routing old: %d", runs, window.Round(time.Millisecond), outcomes, routingBehind)
 	for _, m := range mixed {
 		t.Log(m)
 	}
