@@ -68,10 +68,6 @@ func runExplain(args []string, getenv func(string) (string, bool), stdout, stder
 	switch {
 	case e.fromNetns != "" && e.fromSave != "":
 		errs = append(errs, "--from-netns and --from-save exclude each other")
-	case e.fromNetns != "":
-		if err := iptables.CheckNetns(e.fromNetns); err != nil {
-			errs = append(errs, "--from-netns: "+err.Error())
-		}
 	case !fromRules:
 		fillDNSServers(&o, fs, fromEnv)
 		o.cfg.Lookup = osLookup{}
@@ -103,7 +99,11 @@ func runExplain(args []string, getenv func(string) (string, bool), stdout, stder
 			return exitFailed
 		}
 	case e.fromNetns != "":
-		text, err := iptables.ReadRules(e.fromNetns, p.Family())
+		err := iptables.CheckNetns(e.fromNetns)
+		var text string
+		if err == nil {
+			text, err = iptables.ReadRules(e.fromNetns, p.Family())
+		}
 		if err == nil {
 			rules, err = savedRules(p.Family(), text)
 		}
