@@ -212,7 +212,7 @@ func (s *state) outbound() Result {
 		}
 	}
 	if s.out != "lo" {
-		return s.result(outcome{kind: Direct, reason: fmt.Sprintf("accepted on the way out by %s", s.out)})
+		return s.result(outcome{kind: Direct, reason: fmt.Sprintf("no rule captured it; it leaves by %s", s.out)})
 	}
 	// The packet leaves by lo and comes back in: PREROUTING on lo, without
 	// nat (the connection's NAT was set up in OUTPUT).
@@ -234,7 +234,7 @@ func (s *state) outbound() Result {
 	if captured != nil {
 		return s.result(*captured)
 	}
-	return s.result(outcome{kind: Direct, reason: "accepted over lo to a local address"})
+	return s.result(outcome{kind: Direct, reason: "no rule captured it; it goes over lo to a local address"})
 }
 
 func (s *state) inbound() Result {
@@ -273,7 +273,7 @@ func (s *state) inbound() Result {
 	if captured != nil {
 		return s.result(*captured)
 	}
-	return s.result(outcome{kind: Direct, reason: "accepted on the way in"})
+	return s.result(outcome{kind: Direct, reason: "no rule captured it; it is delivered to the destination port"})
 }
 
 func (s *state) result(o outcome) Result {
