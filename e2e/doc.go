@@ -27,6 +27,15 @@
 // -v prints it for passing ones too. Configurations ending in a cleanup also
 // check that the kernel state is exactly what it was before.
 //
+// TestExplainDifferential checks `istio-iptables explain` against the
+// kernel: under every configuration of the matrix and three more (-c, -k),
+// it makes generated connections (every pod user to the remote inside and
+// outside -i/-x, to localhost and the pod's own addresses, on captured,
+// excluded and tunnel ports; the client to the pod; the proxy's upstream
+// from 127.0.0.6 or ::6), in both families, and compares where each hop
+// lands with explain's verdict from the install's flags and from the
+// rules read back from the pod (--from-netns).
+//
 // Two more tests are opt-in. E2E_MUTATE=1 runs TestMutations, which removes
 // one rule at a time from the binary's own --dry-run plan and checks that the
 // matrix notices (a few minutes); the rules no connection can observe are
