@@ -30,6 +30,9 @@ func toolCmd(b *bed, args ...string) *exec.Cmd {
 		"PATH=" + os.Getenv("PATH") + ":/usr/local/sbin:/usr/sbin:/sbin",
 		"XTABLES_LOCKFILE=" + b.lockFile,
 	}
+	if nativeNft() {
+		cmd.Env = append(cmd.Env, "NATIVE_NFTABLES=true")
+	}
 	return cmd
 }
 
@@ -66,6 +69,11 @@ func kernelState(t *testing.T, b *bed) string {
 				sb.WriteString(counters.ReplaceAllString(line, "") + "\n")
 			}
 		}
+	}
+	if nativeNft() {
+		out, err := exec.Command("ip", "netns", "exec", b.pod, "nft", "list", "ruleset").CombinedOutput()
+		require.NoError(t, err, "nft list ruleset: %s", out)
+		sb.Write(out)
 	}
 	for _, args := range [][]string{
 		{"-4", "rule"}, {"-6", "rule"},

@@ -318,6 +318,9 @@ func (e *executor) apply(ctx context.Context, p Plan) error {
 	if err := e.applyRules(ctx, p); err != nil {
 		return err
 	}
+	if err := e.removeNative(); err != nil { // a native run's table: no duplicate capture
+		return fmt.Errorf("remove the native nftables table: %w", err)
+	}
 	e.recordMarker(hash)
 	return nil
 }
@@ -532,6 +535,9 @@ func (e *executor) cleanup(ctx context.Context) error {
 				}
 			}
 		}
+	}
+	if err := e.removeNative(); err != nil {
+		return fmt.Errorf("remove the native nftables table: %w", err)
 	}
 	if err := e.k.SyncRoutes(nil, nil); err != nil {
 		return fmt.Errorf("policy routing: %w", err)

@@ -20,6 +20,7 @@ type options struct {
 	netns        string
 	iptablesMode string
 	wait         string
+	native       bool
 	version      bool
 	help         bool
 }
@@ -57,6 +58,7 @@ func newFlags(o *options) (*pflag.FlagSet, []flagDef) {
 		{"iptables-mode", "", "IPTABLES_MODE", "iptables backend: auto, nft or legacy", &o.iptablesMode, nil},
 		{"cleanup-only", "", "CLEANUP_ONLY", "remove everything this tool writes, write nothing (also: positional 'clean')", nil, &o.cleanupOnly},
 		{"wait", "", "IPTABLES_WAIT", "seconds to wait for the xtables lock (legacy iptables) before giving up with exit 1; 1-3600", &o.wait, nil},
+		{"native-nftables", "", "NATIVE_NFTABLES", "write the rules as one nftables inet table over netlink, no iptables binary (with --dry-run: print the nft -f text)", nil, &o.native},
 		{"redirect-dns", "", "REDIRECT_DNS", "send the app's DNS (udp and tcp port 53) to the agent's DNS proxy on 15053", &c.RedirectDNS, nil},
 		{"capture-all-dns", "", "CAPTURE_ALL_DNS", "with --redirect-dns: capture DNS to every server, not only to --dns-servers", &c.CaptureAllDNS, nil},
 		{"dns-servers", "", "DNS_SERVERS", "with --redirect-dns: comma list of DNS server addresses to capture (IPv4 and IPv6); when not given: the nameservers of the namespace's resolv.conf", &c.DNSServers, nil},

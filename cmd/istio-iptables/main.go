@@ -125,7 +125,7 @@ func run(args []string, getenv func(string) (string, bool), stdout, stderr io.Wr
 			fmt.Fprintln(stdout, "# cleanup: removes every ISTIO_* chain and the jumps into them, both families and backends, the TPROXY routes and ::6 on lo")
 			return exitOK
 		}
-		ex, err := iptables.NewExecutor(iptables.Options{Netns: o.netns, Mode: mode, LockWait: lockWait, Logger: log})
+		ex, err := newExecutor(o.native, iptables.Options{Netns: o.netns, Mode: mode, LockWait: lockWait, Logger: log})
 		if err != nil {
 			log.Error("cleanup", "err", err)
 			return exitFailed
@@ -162,7 +162,7 @@ func run(args []string, getenv func(string) (string, bool), stdout, stderr io.Wr
 	if o.dryRun {
 		if probe.SkipApply {
 			fmt.Fprintln(stdout, "# skip-rule-apply: no rule is written")
-		} else if err := dryrun.Print(stdout, plan); err != nil {
+		} else if err := printPlan(o.native, stdout, plan); err != nil {
 			log.Error("print the plan", "err", err)
 			return exitFailed
 		}
@@ -172,7 +172,7 @@ func run(args []string, getenv func(string) (string, bool), stdout, stderr io.Wr
 		return exitOK
 	}
 	if !probe.SkipApply {
-		ex, err := iptables.NewExecutor(iptables.Options{Netns: o.netns, Mode: mode, LockWait: lockWait, Logger: log})
+		ex, err := newExecutor(o.native, iptables.Options{Netns: o.netns, Mode: mode, LockWait: lockWait, Logger: log})
 		if err != nil {
 			log.Error("apply", "err", err)
 			return exitFailed
@@ -262,6 +262,24 @@ func logConfig(log *slog.Logger, o options, plan iptables.Plan) {
 		"drop-invalid", c.DropInvalid, "owner-groups", c.OwnerGroupsInclude, "owner-groups-exclude", c.OwnerGroupsExclude,
 		"run-validation", c.RunValidation, "skip-rule-apply", c.SkipRuleApply,
 		"iptables-probe-port", c.ProbePort, "probe-timeout", c.ProbeTimeout)
+}
+
+// newExecutor picks the backend: native nftables (--native-nftables) or
+// iptables.
+func newExecutor(native bool, o iptables.Options) (iptables.Executor, error) {
+	if native {
+		return iptables.NewNftExecutor(o)
+	}
+	return iptables.NewExecutor(o)
+}
+
+// printPlan prints the dry run: the `nft -f` text for the native backend,
+// else the restore text.
+func printPlan(native bool, w io.Writer, plan iptables.Plan) error {
+	if native {
+		return dryrun.PrintNft(w, plan)
+	}
+	return dryrun.Print(w, plan)
 }
 
 // parseWait parses --wait: whole seconds, 1-3600.

@@ -238,6 +238,14 @@ func envConfigs(t *testing.T) []envConfig {
 			},
 			flags: []string{"-n", "--ipv6=false", "--redirect-dns", "--capture-all-dns=true", "--skip-rule-apply", "--run-validation=1"},
 		},
+		{
+			name: "native nftables dry run (issue 9)",
+			env: map[string]string{
+				"NATIVE_NFTABLES": "true", "DRY_RUN": "true", "ISTIO_IPV6": "true", "ISTIO_SERVICE_CIDR": "*",
+				"ISTIO_INBOUND_PORTS": "*", "ISTIO_LOCAL_EXCLUDE_PORTS": "15090,15021",
+			},
+			flags: []string{"--native-nftables", "-n", "--ipv6=true", "-i", "*", "-b", "*", "-d", "15090,15021"},
+		},
 	}
 }
 
@@ -313,7 +321,7 @@ func TestRunEnvShapesThePlan(t *testing.T) {
 // badEnvValue is a value each variable refuses.
 func badEnvValue(env string) string {
 	bad := map[string]string{
-		"NETWORK_NAMESPACE": "/nonexistent", "DRY_RUN": "not-a-bool", "CLEANUP_ONLY": "not-a-bool",
+		"NETWORK_NAMESPACE": "/nonexistent", "DRY_RUN": "not-a-bool", "CLEANUP_ONLY": "not-a-bool", "NATIVE_NFTABLES": "not-a-bool",
 		"ISTIO_IPV6": "perhaps", "IPTABLES_MODE": "foo", "ISTIO_INBOUND_INTERCEPTION_MODE": "NAT",
 		"PROXY_UID": "no-such-user-xyz", "PROXY_GID": "no-such-group-xyz",
 		"KUBE_VIRT_INTERFACES": "-j", "ISTIO_EXCLUDE_INTERFACES": "-j",
@@ -362,7 +370,7 @@ func TestRunFlagsWinOverEnv(t *testing.T) {
 		"ISTIO_LOCAL_OUTBOUND_PORTS_EXCLUDE": "25", "KUBE_VIRT_INTERFACES": "eth1", "ISTIO_EXCLUDE_INTERFACES": "eth2",
 		"ISTIO_INBOUND_TPROXY_MARK": "1337", "ISTIO_INBOUND_TPROXY_ROUTE_TABLE": "133",
 		"DRY_RUN": "true", "NETWORK_NAMESPACE": "/proc/self/ns/net", "ISTIO_IPV6": "false",
-		"IPTABLES_MODE": "auto", "CLEANUP_ONLY": "false", "IPTABLES_WAIT": "30",
+		"IPTABLES_MODE": "auto", "CLEANUP_ONLY": "false", "IPTABLES_WAIT": "30", "NATIVE_NFTABLES": "false",
 		"REDIRECT_DNS": "false", "CAPTURE_ALL_DNS": "false", "DNS_SERVERS": "10.96.0.10", "DROP_INVALID": "true",
 		"ISTIO_OUTBOUND_OWNER_GROUPS": "101", "ISTIO_OUTBOUND_OWNER_GROUPS_EXCLUDE": "888", "RUN_VALIDATION": "false",
 		"SKIP_RULE_APPLY": "false", "IPTABLES_PROBE_PORT": "15002", "PROBE_TIMEOUT": "5s",
@@ -436,7 +444,7 @@ func helpEntries(text string) map[string]string {
 // and its default, in the flag's own entry.
 func TestRunHelp(t *testing.T) {
 	defs := allFlagDefs()
-	assert.Len(t, defs, 32, "SPEC §1 lists 21 flags with a variable, plus --wait (issue 7) and ten of issue 8")
+	assert.Len(t, defs, 33, "SPEC §1 lists 21 flags with a variable, plus --wait (issue 7), ten of issue 8 and --native-nftables (issue 9)")
 	for _, arg := range []string{"--help", "-h"} {
 		t.Run(arg, func(t *testing.T) {
 			r := runCLI(t, nil, arg)

@@ -1,0 +1,41 @@
+package dryrun
+
+import (
+	"io"
+	"strings"
+
+	"github.com/mesh-init/istio-iptables/iptables"
+)
+
+// PrintNft writes the plan as the native nftables backend's dry run shows
+// it: NftText.
+func PrintNft(w io.Writer, p iptables.Plan) error {
+	text, err := NftText(p)
+	if err != nil {
+		return err
+	}
+	_, err = io.WriteString(w, text)
+	return err
+}
+
+// NftText returns the `nft -f` text of the plan: the one transaction that
+// replaces the table inet istio-iptables, loadable with `nft -f` as it is;
+// the policy routing and addresses follow as comments holding the `ip`
+// commands.
+func NftText(p iptables.Plan) (string, error) {
+	rs, err := iptables.NftTranslate(p)
+	if err != nil {
+		return "", err
+	}
+	var b strings.Builder
+	b.WriteString(rs.Text())
+	for _, r := range p.Routes {
+		for _, c := range r.Commands() {
+			b.WriteString("# " + c + "\n")
+		}
+	}
+	for _, a := range p.Addrs {
+		b.WriteString("# " + a.Command() + "\n")
+	}
+	return b.String(), nil
+}
