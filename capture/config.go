@@ -332,6 +332,16 @@ func (p *parser) singlePort(flag, v string) string {
 	return port
 }
 
+// wildcard checks a "*" found among n items: refused where not allowed,
+// and it must stand alone.
+func (p *parser) wildcard(flag, v string, n int, allowed bool) {
+	if !allowed {
+		p.fail(flag, "%q: '*' is not allowed here", v)
+	} else if n > 1 {
+		p.fail(flag, "%q: '*' must stand alone", v)
+	}
+}
+
 // ports parses a port list; with wildcard allowed, "*" alone means all.
 func (p *parser) ports(flag, v string, wildcard bool) (all bool, out []string) {
 	it, ok := p.items(flag, v)
@@ -340,11 +350,7 @@ func (p *parser) ports(flag, v string, wildcard bool) (all bool, out []string) {
 	}
 	for _, s := range it {
 		if s == Wildcard {
-			if !wildcard {
-				p.fail(flag, "%q: '*' is not allowed here", v)
-			} else if len(it) > 1 {
-				p.fail(flag, "%q: '*' must stand alone", v)
-			}
+			p.wildcard(flag, v, len(it), wildcard)
 			all = true
 			continue
 		}
@@ -368,11 +374,7 @@ func (p *parser) cidrs(flag, v string, wildcard bool) (all bool, out map[iptable
 	}
 	for _, s := range it {
 		if s == Wildcard {
-			if !wildcard {
-				p.fail(flag, "%q: '*' is not allowed here", v)
-			} else if len(it) > 1 {
-				p.fail(flag, "%q: '*' must stand alone", v)
-			}
+			p.wildcard(flag, v, len(it), wildcard)
 			all = true
 			continue
 		}
