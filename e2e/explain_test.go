@@ -181,11 +181,12 @@ func readPod(t *testing.T, b *bed) podRules {
 	t.Helper()
 	r := podRules{rules: map[family]*explain.Rules{}}
 	for _, f := range families {
-		text, err := iptables.ReadRules(b.podPath(), iptables.Family(f))
+		text, hidden, err := iptables.ReadRules(b.podPath(), iptables.Family(f))
 		require.NoError(t, err)
 		saved, err := iptables.ParseSave(text)
 		require.NoError(t, err)
 		r.rules[f] = explain.FromSaved(iptables.Family(f), saved)
+		r.rules[f].Hidden = hidden
 	}
 	var err error
 	r.local, err = iptables.LocalAddrs(b.podPath())
@@ -372,4 +373,20 @@ func assertExplained(t *testing.T, cfg config, rows []explainRow) {
 	}
 	assert.Zero(t, failed, "%d hops explained wrongly after\n  %s\n%s", failed, strings.Join(runs, "\n  "), sb.String())
 	require.NotEmpty(t, rows)
+}
+
+// TestExplainNativeNftables: rules written as a native nftables table are
+// invisible to *-save, so --from-netns must answer unknown, never direct.
+func TestExplainNativeNftables(t *testing.T) {
+	requireRoot(t)
+	b := newBed(t)
+	install(t, b, append(slices.Clone(redirect), "--native-nftables")...)
+	for _, f := range families {
+		h := hop{dir: explain.Outbound, to: "remote", port: 8080, as: appUser, iface: "eth1"}
+		res, err := runExplainCLI(b, f, h, nil)
+		require.NoError(t, err)
+		assert.Equal(t, explain.Unknown, res.Verdict, "%s: %+v", f, res)
+		assert.Contains(t, res.Reason, "inet istio-iptables")
+		assert.Equal(t, "proxy:15001 orig=remote:8080", landing(land(b, conn{from: fromApp, to: "remote", port: 8080}, f)), "%s: the native table captures it", f)
+	}
 }

@@ -137,6 +137,9 @@ func Explain(rules *Rules, p Packet) Result {
 	if rules.Family != p.Family() {
 		return Result{Verdict: Unknown, Reason: fmt.Sprintf("the rules are %s, the destination %s is not", rules.Family, p.Dst.Addr())}
 	}
+	if len(rules.Hidden) > 0 {
+		return Result{Verdict: Unknown, Trace: []Step{}, Reason: fmt.Sprintf("nf_tables tables that *-save does not show also see this packet: %s", strings.Join(rules.Hidden, ", "))}
+	}
 	iface := p.Iface
 	if iface == "" {
 		iface = DefaultIface

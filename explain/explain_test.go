@@ -359,3 +359,12 @@ COMMIT
 		})
 	}
 }
+
+// TestExplainHidden: tables explain cannot see make every verdict unknown.
+func TestExplainHidden(t *testing.T) {
+	rules := explain.FromSaved(iptables.IPv4, iptables.Saved{})
+	rules.Hidden = []string{"inet istio-iptables"}
+	got := explain.Explain(rules, out("10.0.0.5:8080", app, app))
+	assert.Equal(t, explain.Unknown, got.Verdict)
+	assert.Contains(t, got.Reason, "inet istio-iptables")
+}

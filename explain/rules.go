@@ -9,6 +9,10 @@ import (
 // Rules is one family's tables, in the order the kernel holds the rules.
 type Rules struct {
 	Family iptables.Family
+	// Hidden names nf_tables tables that see the family's packets but
+	// that *-save does not show (native nftables: "inet NAME"). Explain
+	// cannot evaluate them: with any, every verdict is unknown.
+	Hidden []string
 	tables map[iptables.Table]*table
 }
 

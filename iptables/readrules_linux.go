@@ -7,24 +7,32 @@ import (
 	"fmt"
 	"net/netip"
 	"os/exec"
+	"slices"
 	"strings"
 
+	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
 // ReadRules returns what `*-save` prints for family f in the namespace at
-// path ("" the current one), for explain. It reads the flavour that holds
-// rules: nft, or legacy when only legacy does (an error when both do:
-// the kernel then runs both, in an order *-save does not show). Tables
-// are listed first without a process, so nothing is created, and a
-// flavour with no table is not run.
-func ReadRules(path string, f Family) (string, error) {
+// path ("" the current one), for explain, and the nf_tables tables that
+// see the family's packets but that `*-save` does not show (native
+// nftables: inet and netdev tables, and ip/ip6 tables iptables does not
+// know; the empty istio_iptables_* records excepted). It reads the
+// flavour that holds rules: nft, or legacy when only legacy does (an
+// error when both do: the kernel then runs both, in an order *-save does
+// not show). Tables are listed first without a process, so nothing is
+// created, and a flavour with no table is not run.
+func ReadRules(path string, f Family) (text string, hidden []string, err error) {
 	var texts = map[backend]string{}
-	err := newKernel().Do(path, func() error {
+	err = newKernel().Do(path, func() error {
 		nftTabs, err := linuxKernel{}.NftTables()
 		if err != nil {
+			return err
+		}
+		if hidden, err = hiddenTables(f); err != nil {
 			return err
 		}
 		legacyTabs, err := linuxKernel{}.LegacyTables(f)
@@ -51,16 +59,46 @@ func ReadRules(path string, f Family) (string, error) {
 		return nil
 	})
 	if err != nil {
-		return "", fmt.Errorf("read %s rules in %q: %w", f, path, err)
+		return "", nil, fmt.Errorf("read %s rules in %q: %w", f, path, err)
 	}
 	hasRules := func(b backend) bool { return strings.Contains(texts[b], "\n-A ") }
 	switch {
 	case hasRules(nft) && hasRules(legacy):
-		return "", fmt.Errorf("read %s rules in %q: both iptables-nft and iptables-legacy hold rules; explain cannot tell how the kernel orders them", f, path)
+		return "", nil, fmt.Errorf("read %s rules in %q: both iptables-nft and iptables-legacy hold rules; explain cannot tell how the kernel orders them", f, path)
 	case hasRules(legacy):
-		return texts[legacy], nil
+		return texts[legacy], hidden, nil
 	}
-	return texts[nft], nil
+	return texts[nft], hidden, nil
+}
+
+// iptablesTables are the tables iptables-nft-save prints.
+var iptablesTables = []string{"filter", "nat", "mangle", "raw", "security"}
+
+// hiddenTables lists, as "FAMILY NAME", the nf_tables tables of this
+// thread's namespace that see packets of family f but that *-save does
+// not print.
+func hiddenTables(f Family) ([]string, error) {
+	c, done, err := nftConn()
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	tables, err := c.ListTables()
+	if err != nil {
+		return nil, fmt.Errorf("list nftables tables: %w", err)
+	}
+	var out []string
+	for _, t := range tables {
+		switch {
+		case t.Family == nftables.TableFamilyINet && !strings.HasPrefix(t.Name, MarkerPrefix):
+			out = append(out, "inet "+t.Name)
+		case t.Family == nftables.TableFamilyNetdev:
+			out = append(out, "netdev "+t.Name)
+		case t.Family == nftFamily(f) && !slices.Contains(iptablesTables, t.Name):
+			out = append(out, map[Family]string{IPv4: "ip ", IPv6: "ip6 "}[f]+t.Name)
+		}
+	}
+	return out, nil
 }
 
 // lookSbin finds a binary on PATH or in the sbin directories.

@@ -101,11 +101,15 @@ func runExplain(args []string, getenv func(string) (string, bool), stdout, stder
 	case e.fromNetns != "":
 		err := iptables.CheckNetns(e.fromNetns)
 		var text string
+		var hidden []string
 		if err == nil {
-			text, err = iptables.ReadRules(e.fromNetns, p.Family())
+			text, hidden, err = iptables.ReadRules(e.fromNetns, p.Family())
 		}
 		if err == nil {
 			rules, err = savedRules(p.Family(), text)
+		}
+		if err == nil {
+			rules.Hidden = hidden
 		}
 		var local []netip.Addr
 		if err == nil {
