@@ -61,6 +61,8 @@ func TestExplainCommand(t *testing.T) {
 		{name: "udp", args: explainArgs("--direction", "outbound", "--dst", "10.0.0.5:53", "--proto", "udp", "--uid", "1000"), verdict: "direct"},
 		{name: "from save: drop", args: []string{"explain", "--from-save", save, "--direction", "outbound", "--dst", "10.0.0.5:25"}, verdict: "drop"},
 		{name: "from save: other port", args: []string{"explain", "--from-save", save, "--direction", "outbound", "--dst", "10.0.0.5:26"}, verdict: "direct"},
+		{name: "from a kernel's save: tproxy", args: []string{"explain", "--from-save", "../../explain/testdata/tproxy_ipv4.save", "--direction", "inbound", "--dst", "10.1.1.5:80"}, verdict: "tproxy", port: 15006},
+		{name: "from a kernel's save: proxy to its pod IP", args: []string{"explain", "--from-save", "../../explain/testdata/tproxy_ipv6.save", "--direction", "outbound", "--dst", "[fd00::5]:15008", "--uid", "1337", "--local", "fd00::5"}, verdict: "tproxy", port: 15006},
 		{name: "missing direction and dst", args: []string{"explain"}, code: exitUsage, contains: "--direction is required"},
 		{name: "bad dst", args: explainArgs("--direction", "inbound", "--dst", "10.0.0.5"), code: exitUsage, contains: `--dst: "10.0.0.5" is not IP:PORT`},
 		{name: "bad direction", args: explainArgs("--direction", "up", "--dst", "10.0.0.5:80"), code: exitUsage, contains: `--direction: "up"`},
