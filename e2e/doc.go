@@ -36,6 +36,11 @@
 // lands with explain's verdict from the install's flags and from the
 // rules read back from the pod (--from-netns).
 //
+// E2E_NATIVE_NFTABLES=1 reruns everything with the native nftables backend
+// (NATIVE_NFTABLES=true on every istio-iptables run, nft_test.go): the
+// same landings are expected, and a cleanup must also leave `nft list
+// ruleset` as it was.
+//
 // Two more tests are opt-in. E2E_MUTATE=1 runs TestMutations, which removes
 // one rule at a time from the binary's own --dry-run plan and checks that the
 // matrix notices (a few minutes); the rules no connection can observe are

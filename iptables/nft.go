@@ -176,10 +176,10 @@ func nftChainRules(rs RuleSet, t Table, c Chain) ([]NftRule, error) {
 		}
 		var rules []NftRule
 		var err error
-		if j-i > 1 {
+		if j-i > 1 || kind == "dport" && srs[i].s.Matches[dportMatch(srs[i].s)].Name == "multiport" {
 			var vals []string
 			for _, sr := range srs[i:j] {
-				vals = append(vals, mergeValue(kind, sr.s))
+				vals = append(vals, strings.Split(mergeValue(kind, sr.s), ",")...)
 			}
 			rules, err = nftRule(rs.Family, t, srs[i].s, kind, vals)
 		} else {
@@ -211,11 +211,19 @@ func mergeKey(s Spec) (kind, key string, ok bool) {
 	return "", "", false
 }
 
-// dportMatch finds a tcp or udp match with only a single --dport.
+// dportMatch finds a tcp or udp match with only a single --dport, or a
+// multiport match with only --dports (a list, iptables' 15 ports a rule).
 func dportMatch(s Spec) int {
+	if (s.Proto.Name != "tcp" && s.Proto.Name != "udp") || s.Proto.Neg {
+		return -1
+	}
 	for i, m := range s.Matches {
-		if (m.Name == "tcp" || m.Name == "udp") && m.Name == s.Proto.Name && !s.Proto.Neg && len(m.Opts) == 1 &&
-			m.Opts[0].Name == "--dport" && !m.Opts[0].Neg && !strings.ContainsAny(m.Opts[0].Value, ",:") {
+		if len(m.Opts) != 1 || m.Opts[0].Neg {
+			continue
+		}
+		o := m.Opts[0]
+		if m.Name == s.Proto.Name && o.Name == "--dport" && !strings.ContainsAny(o.Value, ",:") ||
+			m.Name == "multiport" && o.Name == "--dports" {
 			return i
 		}
 	}

@@ -5,6 +5,7 @@ package iptables_test
 import (
 	"context"
 	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -104,6 +105,8 @@ var nftExtraCases = []struct {
 	{"DNS capture, drop INVALID, owner groups", opts(redirectDefault, ipv6(true), set("RedirectDNS", "true"),
 		set("DNSServers", "10.96.0.10,fd00::a"), set("DropInvalid", "true"), set("OwnerGroupsExclude", "888"))},
 	{"DNS capture all, TPROXY", opts(tproxyDefault, ipv6(true), set("RedirectDNS", "true"), set("CaptureAllDNS", "true"), set("DropInvalid", "true"))},
+	{"-b 1000 ports (multiport runs, one set)", opts(redirectDefault, set("InboundPortsInclude", portList(20000, 1000)))},
+	{"-u 400 UIDs (a big batch)", opts(redirectDefault, ipv6(true), set("ProxyUID", portList(5000, 400)))},
 	{"IPv6 CIDR lists", opts(redirectDefault, ipv6(true), set("OutboundIPRangesInclude", "fd00::/16,fd01::/16,2001:db8::/32"), set("OutboundIPRangesExclude", "fd00:1::/32,::/127"))},
 }
 
@@ -170,4 +173,13 @@ func nftListed(t *testing.T, p iptables.Plan) string {
 	out := n.nftTable(t)
 	n.del(t)
 	return out
+}
+
+// portList is "from,from+1,...", n numbers.
+func portList(from, n int) string {
+	var items []string
+	for i := range n {
+		items = append(items, strconv.Itoa(from+i))
+	}
+	return strings.Join(items, ",")
 }

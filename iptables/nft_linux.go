@@ -9,6 +9,9 @@ import (
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
+	mdnetlink "github.com/mdlayher/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // NewNftExecutor returns the native nftables executor (--native-nftables):
@@ -90,11 +93,17 @@ func (e *nftExecutor) Cleanup(ctx context.Context) error { return e.ipt.Cleanup(
 // deleted with everything in it, and added anew with its chains, sets and
 // rules.
 func writeNftRuleset(rs NftRuleset) error {
-	c, done, err := nftConn()
+	ns, err := netns.Get()
 	if err != nil {
-		return err
+		return fmt.Errorf("read current netns: %w", err)
 	}
-	defer done()
+	defer ns.Close()
+	// A plan of hundreds of rules overflows the default socket buffers:
+	// EMSGSIZE on the send, or ENOBUFS for the acks after the commit.
+	c, err := nftables.New(nftables.WithNetNSFd(int(ns)), nftables.WithSockOptions(bigBuffers))
+	if err != nil {
+		return fmt.Errorf("nftables: %w", err)
+	}
 	t := &nftables.Table{Name: NftTableName, Family: nftables.TableFamilyINet}
 	c.AddTable(t)
 	c.DelTable(t)
@@ -129,6 +138,35 @@ func writeNftRuleset(rs NftRuleset) error {
 	}
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("write table inet %s: %w", NftTableName, err)
+	}
+	return nil
+}
+
+// bigBuffers gives the netlink socket 32 MiB buffers: the batch goes in
+// one sendmsg, which the send buffer must hold, and the kernel acks every
+// message of it. SO_SNDBUFFORCE and SO_RCVBUFFORCE (CAP_NET_ADMIN) go
+// beyond wmem_max/rmem_max; without the capability the plain options do
+// what they can.
+func bigBuffers(c *mdnetlink.Conn) error {
+	const size = 32 << 20
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var sndErr, rcvErr error
+	if err := rc.Control(func(fd uintptr) {
+		sndErr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, size)
+		rcvErr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, size)
+	}); err != nil {
+		return err
+	}
+	if sndErr != nil {
+		if err := c.SetWriteBuffer(size); err != nil {
+			return err
+		}
+	}
+	if rcvErr != nil {
+		return c.SetReadBuffer(size)
 	}
 	return nil
 }

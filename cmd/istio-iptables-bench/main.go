@@ -229,7 +229,7 @@ func (b *bench) floor(n ns, texts map[string]string) (time.Duration, error) {
 	return total, nil
 }
 
-// processes counts the iptables processes one apply starts, through a PATH
+// processes counts the iptables (and nft, ip) processes one apply starts, through a PATH
 // of shims that log their name and exec the real binary.
 func processes(b *bench, n ns, args []string) (int, []string) {
 	dir, err := os.MkdirTemp("", "ii-bench-shim")
@@ -247,6 +247,12 @@ func processes(b *bench, n ns, args []string) (int, []string) {
 					fail(err)
 				}
 			}
+		}
+	}
+	for _, name := range []string{"nft", "ip"} {
+		shim := fmt.Sprintf("#!/bin/sh\necho %s >> %s\nexec /usr/sbin/%s \"$@\"\n", name, logf, name)
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(shim), 0o755); err != nil {
+			fail(err)
 		}
 	}
 	if _, err := startIn(n, append([]string{*bin}, args...), nil, []string{"PATH=" + dir}); err != nil {
@@ -415,4 +421,5 @@ func (b *bench) run() {
 		fmt.Fprintf(w, "%s with %d\t%s\t%s\t%.2f\t%d\t%d\t\n", sc.flag, sc.n, ms(apply), ms(floor), float64(apply)/float64(floor), rules, worstCase(p))
 	}
 	w.Flush()
+	b.runNative(redirect, tproxy, classic)
 }
