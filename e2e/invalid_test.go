@@ -203,7 +203,7 @@ func TestDropInvalid(t *testing.T) {
 			}
 			for _, f := range families {
 				assert.Equal(t, tc.want, probeInvalid(t, b, f), "%s: INVALID SYN-ACK to pod:80", f)
-				if tc.want == "none" {
+				if tc.want == "none" && !nativeNft() { // native rules carry no counter
 					assert.Positive(t, dropCounter(t, b, f), "%s: ISTIO_DROP counted it", f)
 				}
 				assert.Equal(t, tc.landing, land(b, inbound, f), "%s: %s", f, inbound.name())
