@@ -1,3 +1,5 @@
+//go:build linux
+
 package iptables
 
 import (
@@ -40,9 +42,6 @@ import (
 // destination CIDR or one destination port and end in a terminal verdict
 // become one rule with an anonymous set (interval flag for CIDRs), one
 // lookup per packet however long the -x, -i, -d, -o or -b list.
-
-// NftTableName is the inet table the native backend owns.
-const NftTableName = "istio-iptables"
 
 // NftRuleset is a plan translated for the native backend: the chains of
 // the table in the order they are created.

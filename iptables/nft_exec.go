@@ -5,6 +5,9 @@ import (
 	"fmt"
 )
 
+// NftTableName is the inet table the native backend owns (nft.go).
+const NftTableName = "istio-iptables"
+
 // nftTableDeleter is the part of the kernel that removes the native
 // backend's table; fakes that lack it have no such table.
 type nftTableDeleter interface {

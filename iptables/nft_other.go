@@ -4,7 +4,40 @@ package iptables
 
 import "errors"
 
-// NewNftExecutor is not supported outside Linux.
-func NewNftExecutor(Options) (Executor, error) {
-	return nil, errors.New("native nftables: not supported on this platform")
+// The native nftables backend needs github.com/google/nftables, which
+// builds only on Linux; elsewhere these stubs keep the callers building.
+
+var errNftNotSupported = errors.New("native nftables: not supported on this platform")
+
+// NftRuleset is the native backend's translation of a plan (nft.go).
+type NftRuleset struct {
+	Chains []NftChain
 }
+
+// NftChain is one chain of the table.
+type NftChain struct {
+	Name  string
+	Hook  *NftHook
+	Rules []NftRule
+}
+
+// NftHook makes a chain a base chain.
+type NftHook struct {
+	Type     string
+	Hook     string
+	Priority int
+}
+
+// NftRule is one rule as `nft -f` text.
+type NftRule struct {
+	Text string
+}
+
+// NftTranslate is not supported outside Linux.
+func NftTranslate(Plan) (NftRuleset, error) { return NftRuleset{}, errNftNotSupported }
+
+// Text is empty outside Linux.
+func (NftRuleset) Text() string { return "" }
+
+// NewNftExecutor is not supported outside Linux.
+func NewNftExecutor(Options) (Executor, error) { return nil, errNftNotSupported }
