@@ -93,6 +93,11 @@ func failedLineNumber(stderr string) int {
 	return 0
 }
 
+// ErrPartial marks a failure after which the namespace may hold part of
+// the new state: a rollback that failed too, or a step after the native
+// table was written. Without it, a failed apply left the earlier state.
+var ErrPartial = errors.New("the namespace may hold part of the new state; run again")
+
 // RestoreError is a restore the kernel (or the restore binary) refused. The
 // transaction was not committed: the earlier state is intact.
 type RestoreError struct {

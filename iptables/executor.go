@@ -406,12 +406,12 @@ func (e *executor) applyRules(ctx context.Context, p Plan) error {
 		for i := len(done) - 1; i >= 0; i-- {
 			w := done[i]
 			if err := e.restore(context.WithoutCancel(ctx), w.b, w.f, w.undo); err != nil {
-				return fmt.Errorf("%w; rolling back %s failed too: %v", cause, w.f, err)
+				return fmt.Errorf("%w; rolling back %s failed too: %v: %w", cause, w.f, err, ErrPartial)
 			}
 			if w.b == nft {
 				// A first apply rolled back leaves empty tables: remove them.
 				if err := e.k.DeleteEmptyNftTables(w.f, w.tables); err != nil {
-					return fmt.Errorf("%w; rolling back %s: %v", cause, w.f, err)
+					return fmt.Errorf("%w; rolling back %s: %v: %w", cause, w.f, err, ErrPartial)
 				}
 			}
 			e.log.Info("rolled back", "family", w.f, "backend", w.b)

@@ -59,13 +59,15 @@ func (e *nftExecutor) Apply(ctx context.Context, p Plan) error {
 			n += len(c.Rules)
 		}
 		log.Info("rules written", "backend", "native nftables", "table", "inet "+NftTableName, "chains", len(rs.Chains), "rules", n)
+		// The native table is in place from here on: a failure leaves it
+		// there, and says so.
 		if removed, err := e.ipt.removeOwnedRules(ctx); err != nil {
-			return fmt.Errorf("remove the iptables rules of an earlier run: %w", err)
+			return fmt.Errorf("remove the iptables rules of an earlier run: %w: %w", err, ErrPartial)
 		} else if removed > 0 {
 			log.Info("removed the iptables rules of an earlier run", "rules", removed)
 		}
 		if err := e.ipt.k.SyncRoutes(p.Routes, p.Addrs); err != nil {
-			return fmt.Errorf("policy routing: %w", err)
+			return fmt.Errorf("policy routing: %w: %w", err, ErrPartial)
 		}
 		e.ipt.chosen = nft // recordMarker: write the marker
 		e.ipt.recordMarker(hash)

@@ -178,7 +178,11 @@ func run(args []string, getenv func(string) (string, bool), stdout, stderr io.Wr
 			return exitFailed
 		}
 		if err := ex.Apply(ctx, plan); err != nil {
-			log.Error("apply failed; the earlier state is intact", "err", err)
+			if errors.Is(err, iptables.ErrPartial) {
+				log.Error("apply failed part-way", "err", err)
+			} else {
+				log.Error("apply failed; the earlier state is intact", "err", err)
+			}
 			return exitFailed
 		}
 	}
