@@ -1,9 +1,8 @@
 package iptables
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
+	"hash/fnv"
 	"strconv"
 	"strings"
 )
@@ -18,9 +17,12 @@ import (
 const MarkerPrefix = "istio_iptables_"
 
 // PlanHash identifies a plan: its restore text per family, its routes and
-// addresses, as the dry run prints them.
+// addresses, as the dry run prints them. FNV-1a (64 bits) is enough: the
+// hash tells plans apart, it guards against no adversary (writing the
+// marker takes NET_ADMIN in the namespace), and it keeps crypto out of the
+// binary, whose start-up time every pod pays.
 func PlanHash(p Plan) string {
-	h := sha256.New()
+	h := fnv.New64a()
 	for _, rs := range p.RuleSets {
 		fmt.Fprintf(h, "# %s\n%s", rs.Family, Render(rs, Removal{}))
 	}
@@ -30,7 +32,7 @@ func PlanHash(p Plan) string {
 	for _, a := range p.Addrs {
 		fmt.Fprintln(h, a.Command())
 	}
-	return hex.EncodeToString(h.Sum(nil))[:16]
+	return fmt.Sprintf("%016x", h.Sum64())
 }
 
 // MarkerName is the marker table's name for a plan hash and generation.

@@ -3,10 +3,9 @@
 package iptables
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"math/big"
 	"net/netip"
 	"slices"
@@ -916,7 +915,7 @@ func (r NftRuleset) Text() string {
 // routes and addresses. Its input differs from PlanHash's, so the marker
 // of one backend's apply never vouches for the other's.
 func NftHash(r NftRuleset, p Plan) string {
-	h := sha256.New()
+	h := fnv.New64a() // see PlanHash
 	fmt.Fprintf(h, "# native nftables\n%s", r.Text())
 	for _, rt := range p.Routes {
 		fmt.Fprintln(h, strings.Join(rt.Commands(), "\n"))
@@ -924,5 +923,5 @@ func NftHash(r NftRuleset, p Plan) string {
 	for _, a := range p.Addrs {
 		fmt.Fprintln(h, a.Command())
 	}
-	return hex.EncodeToString(h.Sum(nil))[:16]
+	return fmt.Sprintf("%016x", h.Sum64())
 }

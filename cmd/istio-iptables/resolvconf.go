@@ -3,12 +3,30 @@ package main
 import (
 	"net/netip"
 	"path/filepath"
-	"regexp"
 	"strings"
 )
 
-// procNetns matches /proc/PID/ns/net (and /proc/self/..., task paths).
-var procNetns = regexp.MustCompile(`^(/proc/[^/]+(?:/task/[0-9]+)?/)ns/net$`)
+// procDir returns "/proc/PID/" (or "/proc/PID/task/TID/") when netns is
+// /proc/PID/ns/net (or /proc/PID/task/TID/ns/net), else "". PID may be
+// self.
+func procDir(netns string) string {
+	rest, ok := strings.CutPrefix(netns, "/proc/")
+	if !ok {
+		return ""
+	}
+	rest, ok = strings.CutSuffix(rest, "/ns/net")
+	if !ok {
+		return ""
+	}
+	parts := strings.Split(rest, "/")
+	switch {
+	case len(parts) == 1 && parts[0] != "":
+	case len(parts) == 3 && parts[0] != "" && parts[1] == "task" && parts[2] != "" && strings.Trim(parts[2], "0123456789") == "":
+	default:
+		return ""
+	}
+	return "/proc/" + rest + "/"
+}
 
 // resolvConfPath is the resolv.conf a process in the namespace at netns
 // reads ("" the current one): for /proc/PID/ns/net, that process's own
@@ -16,8 +34,8 @@ var procNetns = regexp.MustCompile(`^(/proc/[^/]+(?:/task/[0-9]+)?/)ns/net$`)
 // for a named namespace, what `ip netns exec NAME` shows:
 // /etc/netns/NAME/resolv.conf when it exists, else /etc/resolv.conf.
 func resolvConfPath(netns string, exists func(string) bool) string {
-	if m := procNetns.FindStringSubmatch(netns); m != nil {
-		return m[1] + "root/etc/resolv.conf"
+	if dir := procDir(netns); dir != "" {
+		return dir + "root/etc/resolv.conf"
 	}
 	if netns != "" {
 		if p := filepath.Join("/etc/netns", filepath.Base(netns), "resolv.conf"); exists(p) {
