@@ -7,7 +7,7 @@ VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo de
 COMMIT    ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS   := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 
-.PHONY: build test unit e2e e2e-mutate bench update-golden lint
+.PHONY: build test unit e2e e2e-native e2e-mutate bench update-golden lint
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/istio-iptables
@@ -16,6 +16,12 @@ build:
 # message when not root).
 test:
 	$(GO) test -count=1 -timeout 30m ./...
+	$(MAKE) e2e-native
+
+# e2e-native: the whole end-to-end package again, every install made with
+# --native-nftables (the same landing places are expected).
+e2e-native:
+	E2E_NATIVE_NFTABLES=1 $(GO) test -count=1 -timeout 30m ./e2e/
 
 # unit: the pure tests only (no kernel, no root).
 unit:
