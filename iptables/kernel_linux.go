@@ -529,18 +529,11 @@ func CheckNetns(path string) error {
 // one) has a global IPv6 address on an interface other than lo. Reading
 // the current namespace needs no privilege.
 func HasGlobalIPv6(path string) (bool, error) {
-	h := &netlink.Handle{}
-	if path != "" {
-		ns, err := netns.GetFromPath(path)
-		if err != nil {
-			return false, fmt.Errorf("open netns %s: %w", path, err)
-		}
-		defer ns.Close()
-		if h, err = netlink.NewHandleAt(ns, unix.NETLINK_ROUTE); err != nil {
-			return false, fmt.Errorf("netlink in %s: %w", path, err)
-		}
-		defer h.Close()
+	h, done, err := routeHandle(path)
+	if err != nil {
+		return false, err
 	}
+	defer done()
 	addrs, err := retry(func() ([]netlink.Addr, error) { return h.AddrList(nil, netlink.FAMILY_V6) })
 	if err != nil {
 		return false, fmt.Errorf("list IPv6 addresses: %w", err)
@@ -555,4 +548,22 @@ func HasGlobalIPv6(path string) (bool, error) {
 		return true, nil
 	}
 	return false, nil
+}
+
+// routeHandle opens an rtnetlink handle in the namespace at path ("" the
+// current one, which needs no privilege), and what closes it.
+func routeHandle(path string) (*netlink.Handle, func(), error) {
+	if path == "" {
+		return &netlink.Handle{}, func() {}, nil
+	}
+	ns, err := netns.GetFromPath(path)
+	if err != nil {
+		return nil, nil, fmt.Errorf("open netns %s: %w", path, err)
+	}
+	defer ns.Close()
+	h, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
+	if err != nil {
+		return nil, nil, fmt.Errorf("netlink in %s: %w", path, err)
+	}
+	return h, h.Close, nil
 }

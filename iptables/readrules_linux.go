@@ -12,8 +12,6 @@ import (
 
 	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
-	"golang.org/x/sys/unix"
 )
 
 // ReadRules returns what `*-save` prints for family f in the namespace at
@@ -117,18 +115,11 @@ func lookSbin(name string) (string, error) {
 // LocalAddrs returns every address of every interface in the namespace
 // at path ("" the current one): the destinations that are local to it.
 func LocalAddrs(path string) ([]netip.Addr, error) {
-	h := &netlink.Handle{}
-	if path != "" {
-		ns, err := netns.GetFromPath(path)
-		if err != nil {
-			return nil, fmt.Errorf("open netns %s: %w", path, err)
-		}
-		defer ns.Close()
-		if h, err = netlink.NewHandleAt(ns, unix.NETLINK_ROUTE); err != nil {
-			return nil, fmt.Errorf("netlink in %s: %w", path, err)
-		}
-		defer h.Close()
+	h, done, err := routeHandle(path)
+	if err != nil {
+		return nil, err
 	}
+	defer done()
 	list, err := retry(func() ([]netlink.Addr, error) { return h.AddrList(nil, netlink.FAMILY_ALL) })
 	if err != nil {
 		return nil, fmt.Errorf("list addresses: %w", err)
