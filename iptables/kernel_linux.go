@@ -80,18 +80,17 @@ func (linuxKernel) LegacyTables(f Family) ([]string, error) {
 	return strings.Fields(string(b)), nil
 }
 
-// nftConn opens an nf_tables netlink connection in this thread's namespace.
+// nftConn opens an nf_tables netlink connection in this thread's
+// namespace. The socket is created on the calling thread, which Do has
+// already switched when a --netns was given: no namespace fd is passed,
+// because opening a socket through one setns()es, which needs
+// CAP_SYS_ADMIN, and an init container has only NET_ADMIN and NET_RAW.
 func nftConn() (*nftables.Conn, func(), error) {
-	ns, err := netns.Get()
+	c, err := nftables.New(nftables.AsLasting())
 	if err != nil {
-		return nil, nil, fmt.Errorf("read current netns: %w", err)
-	}
-	c, err := nftables.New(nftables.WithNetNSFd(int(ns)))
-	if err != nil {
-		ns.Close()
 		return nil, nil, fmt.Errorf("nftables: %w", err)
 	}
-	return c, func() { c.CloseLasting(); ns.Close() }, nil
+	return c, func() { c.CloseLasting() }, nil
 }
 
 func nftFamily(f Family) nftables.TableFamily {
@@ -149,12 +148,8 @@ func (linuxKernel) NftMarkers() ([]string, uint32, error) {
 }
 
 func nftGeneration() (uint32, error) {
-	ns, err := netns.Get()
-	if err != nil {
-		return 0, fmt.Errorf("read current netns: %w", err)
-	}
-	defer ns.Close()
-	c, err := mdnetlink.Dial(unix.NETLINK_NETFILTER, &mdnetlink.Config{NetNS: int(ns)})
+	// On this thread's namespace, without a namespace fd (see nftConn).
+	c, err := mdnetlink.Dial(unix.NETLINK_NETFILTER, nil)
 	if err != nil {
 		return 0, fmt.Errorf("nfnetlink: %w", err)
 	}

@@ -10,7 +10,6 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 	mdnetlink "github.com/mdlayher/netlink"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -95,14 +94,9 @@ func (e *nftExecutor) Cleanup(ctx context.Context) error { return e.ipt.Cleanup(
 // deleted with everything in it, and added anew with its chains, sets and
 // rules.
 func writeNftRuleset(rs NftRuleset) error {
-	ns, err := netns.Get()
-	if err != nil {
-		return fmt.Errorf("read current netns: %w", err)
-	}
-	defer ns.Close()
 	// A plan of hundreds of rules overflows the default socket buffers:
 	// EMSGSIZE on the send, or ENOBUFS for the acks after the commit.
-	c, err := nftables.New(nftables.WithNetNSFd(int(ns)), nftables.WithSockOptions(bigBuffers))
+	c, err := nftables.New(nftables.WithSockOptions(bigBuffers)) // this thread's namespace (see nftConn)
 	if err != nil {
 		return fmt.Errorf("nftables: %w", err)
 	}
