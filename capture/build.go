@@ -6,7 +6,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/mesh-init/istio-iptables/iptables"
+	"github.com/mesh-init/istio-iptables/plan"
 )
 
 // The chain layout Build writes (REDIRECT; TPROXY moves inbound to mangle):
@@ -45,35 +45,35 @@ import (
 
 // Chains.
 const (
-	chainPrerouting   iptables.Chain = "PREROUTING"
-	chainOutput       iptables.Chain = "OUTPUT"
-	chainInbound      iptables.Chain = "ISTIO_INBOUND"
-	chainRedirect     iptables.Chain = "ISTIO_REDIRECT"
-	chainInRedirect   iptables.Chain = "ISTIO_IN_REDIRECT"
-	chainOutputIstio  iptables.Chain = "ISTIO_OUTPUT"
-	chainDivert       iptables.Chain = "ISTIO_DIVERT"
-	chainTProxy       iptables.Chain = "ISTIO_TPROXY"
-	chainOutputDNS    iptables.Chain = "ISTIO_OUTPUT_DNS"
-	chainDrop         iptables.Chain = "ISTIO_DROP"
-	nat                              = iptables.TableNat
-	mangle                           = iptables.TableMangle
-	raw                              = iptables.TableRaw
-	dnsPort                          = "53"
-	loopback                         = "lo"
-	targetReturn                     = "RETURN"
-	defaultInboundCap                = "15006"
+	chainPrerouting   plan.Chain = "PREROUTING"
+	chainOutput       plan.Chain = "OUTPUT"
+	chainInbound      plan.Chain = "ISTIO_INBOUND"
+	chainRedirect     plan.Chain = "ISTIO_REDIRECT"
+	chainInRedirect   plan.Chain = "ISTIO_IN_REDIRECT"
+	chainOutputIstio  plan.Chain = "ISTIO_OUTPUT"
+	chainDivert       plan.Chain = "ISTIO_DIVERT"
+	chainTProxy       plan.Chain = "ISTIO_TPROXY"
+	chainOutputDNS    plan.Chain = "ISTIO_OUTPUT_DNS"
+	chainDrop         plan.Chain = "ISTIO_DROP"
+	nat                          = plan.TableNat
+	mangle                       = plan.TableMangle
+	raw                          = plan.TableRaw
+	dnsPort                      = "53"
+	loopback                     = "lo"
+	targetReturn                 = "RETURN"
+	defaultInboundCap            = "15006"
 )
 
 // family holds the addresses that differ between the families.
 type family struct {
-	f           iptables.Family
+	f           plan.Family
 	localhost   string // the loopback address the app uses to reach itself
 	passthrough string // the source of the proxy's inbound passthrough
 }
 
-var families = map[iptables.Family]family{
-	iptables.IPv4: {iptables.IPv4, "127.0.0.1/32", "127.0.0.6/32"},
-	iptables.IPv6: {iptables.IPv6, "::1/128", "::6/128"},
+var families = map[plan.Family]family{
+	plan.IPv4: {plan.IPv4, "127.0.0.1/32", "127.0.0.6/32"},
+	plan.IPv6: {plan.IPv6, "::1/128", "::6/128"},
 }
 
 // PassthroughIPv6 is put on lo when IPv6 rules are written, so the proxy
@@ -83,30 +83,30 @@ var PassthroughIPv6 = netip.MustParsePrefix("::6/128")
 // Build turns a configuration into the plan of SPEC §3: a rule set for
 // IPv4, one for IPv6 when enabled, and the TPROXY policy routing. It is
 // pure: no I/O, no environment, no kernel.
-func Build(c Config) (iptables.Plan, error) {
+func Build(c Config) (plan.Plan, error) {
 	s, err := c.settings()
 	if err != nil {
-		return iptables.Plan{}, err
+		return plan.Plan{}, err
 	}
-	fams := []iptables.Family{iptables.IPv4}
+	fams := []plan.Family{plan.IPv4}
 	if s.ipv6 {
-		fams = append(fams, iptables.IPv6)
+		fams = append(fams, plan.IPv6)
 	}
-	var plan iptables.Plan
+	var p plan.Plan
 	for _, f := range fams {
-		plan.RuleSets = append(plan.RuleSets, s.ruleSet(families[f]))
+		p.RuleSets = append(p.RuleSets, s.ruleSet(families[f]))
 		if s.mode == ModeTProxy && s.inboundCaptured() {
-			plan.Routes = append(plan.Routes, iptables.Route{Family: f, Mark: s.mark, Table: s.routeTable})
+			p.Routes = append(p.Routes, plan.Route{Family: f, Mark: s.mark, Table: s.routeTable})
 		}
 	}
 	if s.ipv6 {
-		plan.Addrs = append(plan.Addrs, iptables.Addr{Dev: loopback, Prefix: PassthroughIPv6})
+		p.Addrs = append(p.Addrs, plan.Addr{Dev: loopback, Prefix: PassthroughIPv6})
 	}
-	if err := plan.Validate(); err != nil {
+	if err := p.Validate(); err != nil {
 		// A bug in this package, never the user's input: values were checked.
-		return iptables.Plan{}, err
+		return plan.Plan{}, err
 	}
-	return plan, nil
+	return p, nil
 }
 
 func (s settings) inboundCaptured() bool { return s.inboundAll || len(s.inboundPorts) > 0 }
@@ -114,24 +114,24 @@ func (s settings) inboundCaptured() bool { return s.inboundAll || len(s.inboundP
 // builder collects the rules of one family in writing order and declares
 // each owned chain on first use.
 type builder struct {
-	rs iptables.RuleSet
+	rs plan.RuleSet
 }
 
-func (b *builder) add(insert bool, t iptables.Table, c iptables.Chain, args ...string) {
+func (b *builder) add(insert bool, t plan.Table, c plan.Chain, args ...string) {
 	b.declare(t, c)
 	for i, a := range args {
 		if (a == "-j" || a == "-g") && i+1 < len(args) {
-			b.declare(t, iptables.Chain(args[i+1]))
+			b.declare(t, plan.Chain(args[i+1]))
 		}
 	}
-	b.rs.Rules = append(b.rs.Rules, iptables.Rule{Table: t, Chain: c, Insert: insert, Args: args})
+	b.rs.Rules = append(b.rs.Rules, plan.Rule{Table: t, Chain: c, Insert: insert, Args: args})
 }
 
-func (b *builder) declare(t iptables.Table, c iptables.Chain) {
+func (b *builder) declare(t plan.Table, c plan.Chain) {
 	if !c.Owned() {
 		return
 	}
-	tc := iptables.TableChain{Table: t, Chain: c}
+	tc := plan.TableChain{Table: t, Chain: c}
 	for _, d := range b.rs.Chains {
 		if d == tc {
 			return
@@ -140,16 +140,16 @@ func (b *builder) declare(t iptables.Table, c iptables.Chain) {
 	b.rs.Chains = append(b.rs.Chains, tc)
 }
 
-func (b *builder) appendRule(t iptables.Table, c iptables.Chain, args ...string) {
+func (b *builder) appendRule(t plan.Table, c plan.Chain, args ...string) {
 	b.add(false, t, c, args...)
 }
 
-func (b *builder) insertRule(t iptables.Table, c iptables.Chain, args ...string) {
+func (b *builder) insertRule(t plan.Table, c plan.Chain, args ...string) {
 	b.add(true, t, c, args...)
 }
 
-func (s settings) ruleSet(fam family) iptables.RuleSet {
-	b := &builder{rs: iptables.RuleSet{Family: fam.f}}
+func (s settings) ruleSet(fam family) plan.RuleSet {
+	b := &builder{rs: plan.RuleSet{Family: fam.f}}
 	tproxy := s.mode == ModeTProxy
 	mark := strconv.FormatUint(uint64(s.mark), 10)
 	outboundMark := strconv.FormatUint(uint64(s.mark)+1, 10)
@@ -190,13 +190,13 @@ func (s settings) ruleSet(fam family) iptables.RuleSet {
 	}
 	// Declare the chains in a fixed order, so the text reads the same
 	// whatever flags brought them in.
-	slices.SortStableFunc(b.rs.Chains, func(x, y iptables.TableChain) int {
+	slices.SortStableFunc(b.rs.Chains, func(x, y plan.TableChain) int {
 		return slices.Index(chainOrder, x) - slices.Index(chainOrder, y)
 	})
 	return b.rs
 }
 
-var chainOrder = []iptables.TableChain{
+var chainOrder = []plan.TableChain{
 	{Table: nat, Chain: chainInbound}, {Table: nat, Chain: chainRedirect},
 	{Table: nat, Chain: chainInRedirect}, {Table: nat, Chain: chainOutputIstio},
 	{Table: nat, Chain: chainOutputDNS},

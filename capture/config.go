@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/mesh-init/istio-iptables/iptables"
+	"github.com/mesh-init/istio-iptables/plan"
 )
 
 // Mode is the inbound interception mode (-m).
@@ -190,14 +190,14 @@ type settings struct {
 	inboundAll                         bool
 	inboundPorts, inboundExclude       []string
 	outboundAll                        bool
-	outboundCIDRs, excludeCIDRs        map[iptables.Family][]netip.Prefix
+	outboundCIDRs, excludeCIDRs        map[plan.Family][]netip.Prefix
 	outboundPorts, outboundExclude     []string
 	kubeVirt, excludeIfaces            []string
 	mark                               uint32
 	routeTable                         int
 	ipv6                               bool
 	redirectDNS, captureAllDNS         bool
-	dnsServers                         map[iptables.Family][]netip.Addr
+	dnsServers                         map[plan.Family][]netip.Addr
 	dropInvalid                        bool
 	// ownerGroups: with ownerGroupsExcept the groups never captured,
 	// otherwise the only groups captured; none and except: every group.
@@ -234,7 +234,7 @@ func (c Config) Probe() (Probe, error) {
 // dnsOn reports whether DNS capture rules are written: --redirect-dns
 // with --capture-all-dns or at least one server.
 func (s settings) dnsOn() bool {
-	return s.redirectDNS && (s.captureAllDNS || len(s.dnsServers[iptables.IPv4])+len(s.dnsServers[iptables.IPv6]) > 0)
+	return s.redirectDNS && (s.captureAllDNS || len(s.dnsServers[plan.IPv4])+len(s.dnsServers[plan.IPv6]) > 0)
 }
 
 // Validate checks every value and returns all problems at once, each a
@@ -366,8 +366,8 @@ func (p *parser) ports(flag, v string, wildcard bool) (all bool, out []string) {
 
 // cidrs parses a CIDR list split per family; a bare address is a /32 or
 // /128; host bits are cleared.
-func (p *parser) cidrs(flag, v string, wildcard bool) (all bool, out map[iptables.Family][]netip.Prefix) {
-	out = map[iptables.Family][]netip.Prefix{}
+func (p *parser) cidrs(flag, v string, wildcard bool) (all bool, out map[plan.Family][]netip.Prefix) {
+	out = map[plan.Family][]netip.Prefix{}
 	it, ok := p.items(flag, v)
 	if !ok {
 		return false, out
@@ -395,13 +395,13 @@ func (p *parser) cidrs(flag, v string, wildcard bool) (all bool, out map[iptable
 			p.fail(flag, "%q is not a CIDR or IP address", s)
 			continue
 		}
-		f := iptables.IPv4
+		f := plan.IPv4
 		if pfx.Addr().Is6() {
 			if pfx.Addr().Is4In6() {
 				p.fail(flag, "%q: IPv4-mapped IPv6 addresses are not supported; give the IPv4 form", s)
 				continue
 			}
-			f = iptables.IPv6
+			f = plan.IPv6
 		}
 		pfx = pfx.Masked()
 		if !containsPrefix(out[f], pfx) {
@@ -409,7 +409,7 @@ func (p *parser) cidrs(flag, v string, wildcard bool) (all bool, out map[iptable
 		}
 	}
 	if all {
-		return true, map[iptables.Family][]netip.Prefix{}
+		return true, map[plan.Family][]netip.Prefix{}
 	}
 	return false, out
 }
@@ -522,8 +522,8 @@ func (p *parser) duration(flag, v string, def time.Duration) time.Duration {
 
 // addrs parses a list of IP addresses (no prefixes, zones, IPv4-mapped or
 // unspecified addresses) split per family, without duplicates.
-func (p *parser) addrs(flag, v string) map[iptables.Family][]netip.Addr {
-	out := map[iptables.Family][]netip.Addr{}
+func (p *parser) addrs(flag, v string) map[plan.Family][]netip.Addr {
+	out := map[plan.Family][]netip.Addr{}
 	it, _ := p.items(flag, v)
 	for _, s := range it {
 		a, err := netip.ParseAddr(s)
@@ -541,9 +541,9 @@ func (p *parser) addrs(flag, v string) map[iptables.Family][]netip.Addr {
 			p.fail(flag, "%q is not a server address", s)
 			continue
 		}
-		f := iptables.IPv4
+		f := plan.IPv4
 		if a.Is6() {
-			f = iptables.IPv6
+			f = plan.IPv6
 		}
 		if !slices.Contains(out[f], a) {
 			out[f] = append(out[f], a)

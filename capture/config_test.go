@@ -10,7 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/mesh-init/istio-iptables/capture"
-	"github.com/mesh-init/istio-iptables/iptables"
+	"github.com/mesh-init/istio-iptables/plan"
 )
 
 // TestDefaultConfig: the defaults of SPEC §1.
@@ -101,15 +101,15 @@ func TestIDNames(t *testing.T) {
 	c.ProxyUID = "istio-proxy, 7"
 	c.ProxyGID = "mesh"
 	c.Lookup = fakeLookup{}
-	rs := ruleSet(t, c, iptables.IPv4)
-	text := strings.Join(chainLines(rs, iptables.TableNat, "ISTIO_OUTPUT"), "\n")
+	rs := ruleSet(t, c, plan.IPv4)
+	text := strings.Join(chainLines(rs, plan.TableNat, "ISTIO_OUTPUT"), "\n")
 	assert.Contains(t, text, "--uid-owner 1337 ")
 	assert.Contains(t, text, "--uid-owner 7 ")
 	assert.Contains(t, text, "--gid-owner 2000 ")
 	assert.NotContains(t, text, "--gid-owner 1337 ")
 
 	c.ProxyGID = ""
-	text = strings.Join(chainLines(ruleSet(t, c, iptables.IPv4), iptables.TableNat, "ISTIO_OUTPUT"), "\n")
+	text = strings.Join(chainLines(ruleSet(t, c, plan.IPv4), plan.TableNat, "ISTIO_OUTPUT"), "\n")
 	assert.Contains(t, text, "--gid-owner 1337 ")
 	assert.Contains(t, text, "--gid-owner 7 ")
 
@@ -133,19 +133,19 @@ func TestValuesNormalized(t *testing.T) {
 	c.OutboundIPRangesInclude = " 10.1.2.3/8 ,10.0.0.0/8, fd00::1 ,,"
 	c.OutboundPortsExclude = "025"
 	c.IPv6 = "TRUE"
-	plan, err := capture.Build(c)
+	p, err := capture.Build(c)
 	require.NoError(t, err)
-	require.Len(t, plan.RuleSets, 2)
-	v4 := chainLines(plan.RuleSets[0], iptables.TableNat, "ISTIO_INBOUND")
+	require.Len(t, p.RuleSets, 2)
+	v4 := chainLines(p.RuleSets[0], plan.TableNat, "ISTIO_INBOUND")
 	assert.Equal(t, []string{
 		"-A ISTIO_INBOUND -p tcp --dport 15008 -j RETURN",
 		"-A ISTIO_INBOUND -p tcp --dport 80 -j ISTIO_IN_REDIRECT",
 		"-A ISTIO_INBOUND -p tcp --dport 8080 -j ISTIO_IN_REDIRECT",
 	}, v4)
-	out4 := strings.Join(chainLines(plan.RuleSets[0], iptables.TableNat, "ISTIO_OUTPUT"), "\n")
+	out4 := strings.Join(chainLines(p.RuleSets[0], plan.TableNat, "ISTIO_OUTPUT"), "\n")
 	assert.Equal(t, 1, strings.Count(out4, "-d 10.0.0.0/8 -j ISTIO_REDIRECT"))
 	assert.Contains(t, out4, "-p tcp --dport 25 -j RETURN")
-	out6 := strings.Join(chainLines(plan.RuleSets[1], iptables.TableNat, "ISTIO_OUTPUT"), "\n")
+	out6 := strings.Join(chainLines(p.RuleSets[1], plan.TableNat, "ISTIO_OUTPUT"), "\n")
 	assert.Contains(t, out6, "-d fd00::1/128 -j ISTIO_REDIRECT")
 	assert.NotContains(t, out6, "10.0.0.0")
 }

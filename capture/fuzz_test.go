@@ -17,9 +17,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/mesh-init/istio-iptables/plan"
 	"github.com/stretchr/testify/require"
-
-	"github.com/mesh-init/istio-iptables/iptables"
 )
 
 // hostileSeeds are values crafted to break out of a rule or a shell.
@@ -118,7 +117,7 @@ func FuzzParseCIDRs(f *testing.F) {
 				require.Equal(t, pfx.Masked(), pfx, "%v not masked", pfx)
 				require.Empty(t, pfx.Addr().Zone())
 				require.False(t, pfx.Addr().Is4In6(), "%v is IPv4-mapped", pfx)
-				require.Equal(t, fam == iptables.IPv4, pfx.Addr().Is4(), "%v filed under %s", pfx, fam)
+				require.Equal(t, fam == plan.IPv4, pfx.Addr().Is4(), "%v filed under %s", pfx, fam)
 				require.Regexp(t, safe, pfx.String())
 			}
 		}
@@ -280,9 +279,9 @@ func FuzzValidateField(f *testing.F) {
 			checkFieldErrors(t, errs, fd.flag)
 			return
 		}
-		plan, err := Build(c)
+		built, err := Build(c)
 		require.NoError(t, err, "%s %q passes Validate but not Build", fd.flag, v)
-		for _, rs := range plan.RuleSets {
+		for _, rs := range built.RuleSets {
 			for _, r := range rs.Rules {
 				for _, a := range r.Args {
 					require.Regexp(t, safeArg, a, "%s %q: rule %q", fd.flag, v, r)
@@ -295,19 +294,19 @@ func FuzzValidateField(f *testing.F) {
 // toSave turns restore text for a clean namespace into what *-save prints
 // afterwards: per table the builtin and declared chains, then each chain's
 // rules in the kernel's order (-I CHAIN 1 on top), each in canonical form.
-func toSave(t *testing.T, f iptables.Family, text string) string {
+func toSave(t *testing.T, f plan.Family, text string) string {
 	t.Helper()
 	var out strings.Builder
 	var chains []string
 	rules := map[string][]string{}
-	var table iptables.Table
+	var table plan.Table
 	for _, line := range strings.Split(strings.TrimSuffix(text, "\n"), "\n") {
 		switch {
 		case strings.HasPrefix(line, "*"):
-			table = iptables.Table(line[1:])
+			table = plan.Table(line[1:])
 			chains, rules = nil, map[string][]string{}
-			for _, c := range []iptables.Chain{"PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"} {
-				if iptables.Builtin(table, c) {
+			for _, c := range []plan.Chain{"PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"} {
+				if plan.Builtin(table, c) {
 					chains = append(chains, string(c))
 				}
 			}
@@ -317,7 +316,7 @@ func toSave(t *testing.T, f iptables.Family, text string) string {
 			out.WriteString("*" + string(table) + "\n")
 			for _, c := range chains {
 				policy := "ACCEPT"
-				if !iptables.Builtin(table, iptables.Chain(c)) {
+				if !plan.Builtin(table, plan.Chain(c)) {
 					policy = "-"
 				}
 				fmt.Fprintf(&out, ":%s %s [0:0]\n", c, policy)
@@ -329,7 +328,7 @@ func toSave(t *testing.T, f iptables.Family, text string) string {
 			}
 			out.WriteString("COMMIT\n")
 		default:
-			args, err := iptables.SplitArgs(line)
+			args, err := plan.SplitArgs(line)
 			require.NoError(t, err, "line %q", line)
 			require.GreaterOrEqual(t, len(args), 3, "line %q", line)
 			chain, rest := args[1], args[2:]
@@ -340,7 +339,7 @@ func toSave(t *testing.T, f iptables.Family, text string) string {
 			} else {
 				require.Equal(t, "-A", args[0], "line %q", line)
 			}
-			canon, err := iptables.Canonical(f, rest)
+			canon, err := plan.Canonical(f, rest)
 			require.NoError(t, err, "line %q: the save parser cannot read a rule the tool writes", line)
 			if insert {
 				rules[chain] = append([]string{canon}, rules[chain]...)
@@ -389,10 +388,10 @@ func FuzzConfigRoundTrip(f *testing.F) {
 		if cfg.Validate() != nil {
 			return
 		}
-		plan, err := Build(cfg)
+		built, err := Build(cfg)
 		require.NoError(t, err, "a valid configuration does not build")
-		for _, rs := range plan.RuleSets {
-			text := iptables.Render(rs, iptables.Removal{})
+		for _, rs := range built.RuleSets {
+			text := plan.Render(rs, plan.Removal{})
 			checkRoundTrip(t, rs, text)
 		}
 	})
@@ -400,7 +399,7 @@ func FuzzConfigRoundTrip(f *testing.F) {
 
 // checkRoundTrip checks that text, the restore text of rs for a clean
 // namespace, reads back as rs.
-func checkRoundTrip(t *testing.T, rs iptables.RuleSet, text string) {
+func checkRoundTrip(t *testing.T, rs plan.RuleSet, text string) {
 	t.Helper()
 	// Every rule line splits back into exactly the rule's arguments.
 	var lines []string
@@ -411,7 +410,7 @@ func checkRoundTrip(t *testing.T, rs iptables.RuleSet, text string) {
 	}
 	require.Len(t, lines, len(rs.Rules), "%s: one line per rule", rs.Family)
 	for _, r := range rs.Rules {
-		args, err := iptables.SplitArgs(r.String())
+		args, err := plan.SplitArgs(r.String())
 		require.NoError(t, err)
 		skip := 2
 		if r.Insert {
@@ -421,12 +420,12 @@ func checkRoundTrip(t *testing.T, rs iptables.RuleSet, text string) {
 		require.Contains(t, lines, r.String())
 	}
 
-	saved, err := iptables.ParseSave(toSave(t, rs.Family, text))
+	saved, err := plan.ParseSave(toSave(t, rs.Family, text))
 	require.NoError(t, err, "the save parser refuses the saved form of:\n%s", text)
 	for _, table := range rs.Tables() {
 		st, ok := saved.Table(table)
 		require.True(t, ok, "table %s lost", table)
-		var chains []iptables.Chain
+		var chains []plan.Chain
 		for _, sc := range st.Chains {
 			chains = append(chains, sc.Name)
 		}
@@ -438,26 +437,26 @@ func checkRoundTrip(t *testing.T, rs iptables.RuleSet, text string) {
 		for _, ch := range chains {
 			var want, have []string
 			for _, r := range rs.ChainRules(table, ch) {
-				canon, err := iptables.Canonical(rs.Family, r.Args)
+				canon, err := plan.Canonical(rs.Family, r.Args)
 				require.NoError(t, err)
 				want = append(want, canon)
 			}
 			for _, r := range st.ChainRules(ch) {
-				canon, err := iptables.Canonical(rs.Family, r.Args)
+				canon, err := plan.Canonical(rs.Family, r.Args)
 				require.NoError(t, err, "saved rule %q does not parse", r)
 				have = append(have, canon)
 			}
 			require.Equal(t, want, have, "%s %s/%s reads back differently", rs.Family, table, ch)
 		}
 	}
-	owned := iptables.Owned(rs.Family, saved)
+	owned := plan.Owned(rs.Family, saved)
 	require.ElementsMatch(t, rs.Chains, owned.Chains, "%s: chains not recognised as the tool's", rs.Family)
 	var builtin int
 	for _, r := range rs.Rules {
-		if iptables.Builtin(r.Table, r.Chain) {
+		if plan.Builtin(r.Table, r.Chain) {
 			builtin++
 		}
 	}
 	require.Len(t, owned.Rules, builtin, "%s: builtin-chain rules not all recognised as the tool's: %v", rs.Family, owned.Rules)
-	require.True(t, iptables.InPlace(rs, saved), "%s: a re-run would not find its own rules in place", rs.Family)
+	require.True(t, plan.InPlace(rs, saved), "%s: a re-run would not find its own rules in place", rs.Family)
 }

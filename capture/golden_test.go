@@ -219,9 +219,9 @@ func TestGolden(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			require.False(t, seen[tc.name], "duplicate case name")
 			seen[tc.name] = true
-			plan, err := capture.Build(tc.cfg)
+			built, err := capture.Build(tc.cfg)
 			require.NoError(t, err)
-			got := dryrun.Text(plan)
+			got := dryrun.Text(built)
 			path := filepath.Join("testdata", tc.name+".golden")
 			if *update {
 				require.NoError(t, os.MkdirAll("testdata", 0o755))

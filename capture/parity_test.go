@@ -16,7 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/mesh-init/istio-iptables/capture"
-	"github.com/mesh-init/istio-iptables/iptables"
+	"github.com/mesh-init/istio-iptables/plan"
 )
 
 // TestParityDefaults: every new option is off by default, and the probe
@@ -164,11 +164,11 @@ func dnsConfig(servers string) capture.Config {
 // disabled") and says why.
 func TestDNSOffWithoutServer(t *testing.T) {
 	c := dnsConfig("")
-	plan, err := capture.Build(c)
+	built, err := capture.Build(c)
 	require.NoError(t, err)
 	want, err := capture.Build(redirectDefault())
 	require.NoError(t, err)
-	assert.Equal(t, want, plan)
+	assert.Equal(t, want, built)
 	assert.Equal(t, []string{"DNS capture is off: --redirect-dns is set, but --capture-all-dns is false and --dns-servers is empty"}, c.Warnings())
 	c.DNSServersFromResolvConf = true
 	assert.Equal(t, []string{"DNS capture is off: --redirect-dns is set, but --capture-all-dns is false and resolv.conf names no DNS server (pass --dns-servers)"}, c.Warnings())
@@ -181,10 +181,10 @@ func TestDNSRules(t *testing.T) {
 	t.Run("servers are split per family and deduplicated", func(t *testing.T) {
 		c := dnsConfig(" 10.96.0.10 ,fd00::a, 10.96.0.10,,10.96.0.11")
 		c.IPv6 = "true"
-		plan, err := capture.Build(c)
+		built, err := capture.Build(c)
 		require.NoError(t, err)
-		v4 := strings.Join(chainLines(plan.RuleSets[0], iptables.TableNat, "ISTIO_OUTPUT_DNS"), "\n")
-		v6 := strings.Join(chainLines(plan.RuleSets[1], iptables.TableNat, "ISTIO_OUTPUT_DNS"), "\n")
+		v4 := strings.Join(chainLines(built.RuleSets[0], plan.TableNat, "ISTIO_OUTPUT_DNS"), "\n")
+		v6 := strings.Join(chainLines(built.RuleSets[1], plan.TableNat, "ISTIO_OUTPUT_DNS"), "\n")
 		assert.Equal(t, 2, strings.Count(v4, "-p udp --dport 53 -d "), v4)
 		assert.Equal(t, 2, strings.Count(v4, "-d 10.96.0.10/32 -j REDIRECT --to-ports 15053"), "tcp and udp, once: %s", v4)
 		assert.Contains(t, v6, "-p tcp --dport 53 -d fd00::a/128 -j REDIRECT --to-ports 15053")
@@ -194,18 +194,18 @@ func TestDNSRules(t *testing.T) {
 	t.Run("capture-all ignores the server list", func(t *testing.T) {
 		c := dnsConfig("10.96.0.10")
 		c.CaptureAllDNS = "true"
-		rs := ruleSet(t, c, iptables.IPv4)
+		rs := ruleSet(t, c, plan.IPv4)
 		assert.Equal(t, []string{
 			"-A ISTIO_OUTPUT_DNS -p tcp --dport 53 -j REDIRECT --to-ports 15053",
 			"-A ISTIO_OUTPUT_DNS -p udp --dport 53 -j REDIRECT --to-ports 15053",
-		}, chainLines(rs, iptables.TableNat, "ISTIO_OUTPUT_DNS"))
-		assert.Equal(t, []string{"-A ISTIO_INBOUND -p udp --sport 53 -j CT --zone 1"}, chainLines(rs, iptables.TableRaw, "ISTIO_INBOUND"))
+		}, chainLines(rs, plan.TableNat, "ISTIO_OUTPUT_DNS"))
+		assert.Equal(t, []string{"-A ISTIO_INBOUND -p udp --sport 53 -j CT --zone 1"}, chainLines(rs, plan.TableRaw, "ISTIO_INBOUND"))
 	})
 	t.Run("the jump comes after the owner rules and groups, before localhost", func(t *testing.T) {
 		c := dnsConfig("10.96.0.10")
 		c.OwnerGroupsExclude = "888"
 		c.OutboundPortsExclude = "53"
-		out := chainLines(ruleSet(t, c, iptables.IPv4), iptables.TableNat, "ISTIO_OUTPUT")
+		out := chainLines(ruleSet(t, c, plan.IPv4), plan.TableNat, "ISTIO_OUTPUT")
 		idx := func(s string) int {
 			for i, l := range out {
 				if strings.HasSuffix(l, s) {
@@ -223,18 +223,18 @@ func TestDNSRules(t *testing.T) {
 	t.Run("a tunnel port of 53 needs no multiport", func(t *testing.T) {
 		c := dnsConfig("10.96.0.10")
 		c.InboundTunnelPort = "53"
-		out := strings.Join(chainLines(ruleSet(t, c, iptables.IPv4), iptables.TableNat, "ISTIO_OUTPUT"), "\n")
+		out := strings.Join(chainLines(ruleSet(t, c, plan.IPv4), plan.TableNat, "ISTIO_OUTPUT"), "\n")
 		assert.NotContains(t, out, "multiport")
 		assert.Contains(t, out, "-p tcp ! --dport 53 -m owner --uid-owner 1337 -j ISTIO_IN_REDIRECT")
 	})
 	t.Run("without --redirect-dns the servers and capture-all are ignored, with a warning", func(t *testing.T) {
 		c := redirectDefault()
 		c.DNSServers, c.CaptureAllDNS = "10.96.0.10", "true"
-		plan, err := capture.Build(c)
+		built, err := capture.Build(c)
 		require.NoError(t, err)
 		want, err := capture.Build(redirectDefault())
 		require.NoError(t, err)
-		assert.Equal(t, want, plan)
+		assert.Equal(t, want, built)
 		assert.Equal(t, []string{"--capture-all-dns and --dns-servers only act with --redirect-dns; ignored"}, c.Warnings())
 	})
 }
@@ -267,7 +267,7 @@ func TestOwnerGroups(t *testing.T) {
 				return
 			}
 			var got []string
-			for _, l := range chainLines(ruleSet(t, c, iptables.IPv4), iptables.TableNat, "ISTIO_OUTPUT") {
+			for _, l := range chainLines(ruleSet(t, c, plan.IPv4), plan.TableNat, "ISTIO_OUTPUT") {
 				if strings.Contains(l, "--gid-owner") && !strings.Contains(l, "1337") {
 					got = append(got, l)
 				}

@@ -8,7 +8,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/mesh-init/istio-iptables/capture"
-	"github.com/mesh-init/istio-iptables/iptables"
+	"github.com/mesh-init/istio-iptables/plan"
 )
 
 // The listings of SPEC §3.2 (nat, REDIRECT) and §3.3 (mangle, TPROXY),
@@ -73,21 +73,21 @@ var (
 )
 
 // byChain groups "-A CHAIN ..." listing lines per chain, keeping their order.
-func byChain(t *testing.T, listing string) map[iptables.Chain][]string {
+func byChain(t *testing.T, listing string) map[plan.Chain][]string {
 	t.Helper()
-	out := map[iptables.Chain][]string{}
+	out := map[plan.Chain][]string{}
 	for _, line := range strings.Split(strings.TrimSpace(listing), "\n") {
 		f := strings.Fields(line)
 		require.GreaterOrEqual(t, len(f), 2, "listing line %q", line)
-		out[iptables.Chain(f[1])] = append(out[iptables.Chain(f[1])], line)
+		out[plan.Chain(f[1])] = append(out[plan.Chain(f[1])], line)
 	}
 	return out
 }
 
 // planChains returns, per chain of one table, the rules in the order the
 // kernel holds them, rendered as restore lines.
-func planChains(rs iptables.RuleSet, table iptables.Table) map[iptables.Chain][]string {
-	out := map[iptables.Chain][]string{}
+func planChains(rs plan.RuleSet, table plan.Table) map[plan.Chain][]string {
+	out := map[plan.Chain][]string{}
 	for _, tc := range rs.UsedChains() {
 		if tc.Table != table {
 			continue
@@ -99,11 +99,11 @@ func planChains(rs iptables.RuleSet, table iptables.Table) map[iptables.Chain][]
 	return out
 }
 
-func ruleSet(t *testing.T, c capture.Config, f iptables.Family) iptables.RuleSet {
+func ruleSet(t *testing.T, c capture.Config, f plan.Family) plan.RuleSet {
 	t.Helper()
-	plan, err := capture.Build(c)
+	built, err := capture.Build(c)
 	require.NoError(t, err)
-	rs, ok := plan.RuleSet(f)
+	rs, ok := built.RuleSet(f)
 	require.True(t, ok, "no %s rule set", f)
 	return rs
 }
@@ -114,15 +114,15 @@ func TestSpecListings(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
 		cfg     capture.Config
-		table   iptables.Table
+		table   plan.Table
 		listing string
 	}{
-		{"redirect nat §3.2", redirectDefault(), iptables.TableNat, specRedirectNat},
-		{"tproxy mangle §3.3", tproxy, iptables.TableMangle, specTProxyMangle},
-		{"tproxy nat §3.3", tproxy, iptables.TableNat, specTProxyNat},
+		{"redirect nat §3.2", redirectDefault(), plan.TableNat, specRedirectNat},
+		{"tproxy mangle §3.3", tproxy, plan.TableMangle, specTProxyMangle},
+		{"tproxy nat §3.3", tproxy, plan.TableNat, specTProxyNat},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			rs := ruleSet(t, tc.cfg, iptables.IPv4)
+			rs := ruleSet(t, tc.cfg, plan.IPv4)
 			want := byChain(t, tc.listing)
 			got := planChains(rs, tc.table)
 			for chain, lines := range want {
@@ -138,38 +138,38 @@ func TestSpecListings(t *testing.T) {
 // TestSpecRedirectHasNoMangle: REDIRECT writes nothing in mangle, no
 // policy routing, and (IPv6 off) no address.
 func TestSpecRedirectHasNoMangle(t *testing.T) {
-	plan, err := capture.Build(redirectDefault())
+	built, err := capture.Build(redirectDefault())
 	require.NoError(t, err)
-	require.Len(t, plan.RuleSets, 1)
-	assert.Equal(t, []iptables.Table{iptables.TableNat}, plan.RuleSets[0].Tables())
-	assert.Empty(t, plan.Routes)
-	assert.Empty(t, plan.Addrs)
+	require.Len(t, built.RuleSets, 1)
+	assert.Equal(t, []plan.Table{plan.TableNat}, built.RuleSets[0].Tables())
+	assert.Empty(t, built.Routes)
+	assert.Empty(t, built.Addrs)
 }
 
 // TestSpecTProxyRoutes: SPEC §3.3 policy routing, one per family.
 func TestSpecTProxyRoutes(t *testing.T) {
 	c := redirectDefault()
 	c.InboundInterceptionMode = "TPROXY"
-	plan, err := capture.Build(c)
+	built, err := capture.Build(c)
 	require.NoError(t, err)
-	assert.Equal(t, []iptables.Route{{Family: iptables.IPv4, Mark: 1337, Table: 133}}, plan.Routes)
+	assert.Equal(t, []plan.Route{{Family: plan.IPv4, Mark: 1337, Table: 133}}, built.Routes)
 	assert.Equal(t, []string{"ip rule add fwmark 1337 lookup 133", "ip route add local default dev lo table 133"},
-		plan.Routes[0].Commands())
+		built.Routes[0].Commands())
 
 	c.IPv6 = "true"
-	plan, err = capture.Build(c)
+	built, err = capture.Build(c)
 	require.NoError(t, err)
-	assert.Equal(t, []iptables.Route{
-		{Family: iptables.IPv4, Mark: 1337, Table: 133},
-		{Family: iptables.IPv6, Mark: 1337, Table: 133},
-	}, plan.Routes)
-	assert.Equal(t, []iptables.Addr{{Dev: "lo", Prefix: capture.PassthroughIPv6}}, plan.Addrs)
+	assert.Equal(t, []plan.Route{
+		{Family: plan.IPv4, Mark: 1337, Table: 133},
+		{Family: plan.IPv6, Mark: 1337, Table: 133},
+	}, built.Routes)
+	assert.Equal(t, []plan.Addr{{Dev: "lo", Prefix: capture.PassthroughIPv6}}, built.Addrs)
 }
 
 // inRedirectTarget returns the --to-ports of ISTIO_IN_REDIRECT.
 func inRedirectTarget(t *testing.T, c capture.Config) string {
 	t.Helper()
-	rules := ruleSet(t, c, iptables.IPv4).ChainRules(iptables.TableNat, "ISTIO_IN_REDIRECT")
+	rules := ruleSet(t, c, plan.IPv4).ChainRules(plan.TableNat, "ISTIO_IN_REDIRECT")
 	require.Len(t, rules, 1)
 	args := rules[0].Args
 	require.GreaterOrEqual(t, len(args), 2)
@@ -220,9 +220,9 @@ func TestSpecInboundCapturePort(t *testing.T) {
 	}
 
 	t.Run("classic call sends port 80 to the proxy port", func(t *testing.T) {
-		rs := ruleSet(t, classic(func(*capture.Config) {}), iptables.IPv4)
+		rs := ruleSet(t, classic(func(*capture.Config) {}), plan.IPv4)
 		var lines []string
-		for _, r := range rs.ChainRules(iptables.TableNat, "ISTIO_INBOUND") {
+		for _, r := range rs.ChainRules(plan.TableNat, "ISTIO_INBOUND") {
 			lines = append(lines, r.String())
 		}
 		assert.Equal(t, []string{
@@ -233,14 +233,14 @@ func TestSpecInboundCapturePort(t *testing.T) {
 
 	t.Run("TPROXY on-port follows the same rule", func(t *testing.T) {
 		c := classic(func(c *capture.Config) { c.InboundInterceptionMode = "TPROXY" })
-		rules := ruleSet(t, c, iptables.IPv4).ChainRules(iptables.TableMangle, "ISTIO_TPROXY")
+		rules := ruleSet(t, c, plan.IPv4).ChainRules(plan.TableMangle, "ISTIO_TPROXY")
 		require.Len(t, rules, 1)
 		assert.Equal(t, "-A ISTIO_TPROXY ! -d 127.0.0.1/32 -p tcp -j TPROXY --tproxy-mark 1337/0xffffffff --on-port 15001", rules[0].String())
 	})
 }
 
 // chainLines renders one chain of a rule set in kernel order.
-func chainLines(rs iptables.RuleSet, table iptables.Table, chain iptables.Chain) []string {
+func chainLines(rs plan.RuleSet, table plan.Table, chain plan.Chain) []string {
 	var out []string
 	for _, r := range rs.ChainRules(table, chain) {
 		s := r.String()
@@ -257,15 +257,15 @@ func TestSpecVariants(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
 		cfg   capture.Config
-		fam   iptables.Family
-		table iptables.Table
-		chain iptables.Chain
+		fam   plan.Family
+		table plan.Table
+		chain plan.Chain
 		want  []string
 	}{
 		{
 			name: "-b 80,8080: one ISTIO_IN_REDIRECT per port, in order",
 			cfg:  with(func(c *capture.Config) { c.InboundPortsInclude = "80,8080" }),
-			fam:  iptables.IPv4, table: iptables.TableNat, chain: "ISTIO_INBOUND",
+			fam:  plan.IPv4, table: plan.TableNat, chain: "ISTIO_INBOUND",
 			want: []string{
 				"-A ISTIO_INBOUND -p tcp --dport 15008 -j RETURN",
 				"-A ISTIO_INBOUND -p tcp --dport 80 -j ISTIO_IN_REDIRECT",
@@ -275,19 +275,19 @@ func TestSpecVariants(t *testing.T) {
 		{
 			name: `-b "": no PREROUTING jump`,
 			cfg:  with(func(c *capture.Config) { c.InboundPortsInclude = "" }),
-			fam:  iptables.IPv4, table: iptables.TableNat, chain: "PREROUTING",
+			fam:  plan.IPv4, table: plan.TableNat, chain: "PREROUTING",
 			want: nil,
 		},
 		{
 			name: `-b "": ISTIO_INBOUND keeps its tunnel-port rule`,
 			cfg:  with(func(c *capture.Config) { c.InboundPortsInclude = "" }),
-			fam:  iptables.IPv4, table: iptables.TableNat, chain: "ISTIO_INBOUND",
+			fam:  plan.IPv4, table: plan.TableNat, chain: "ISTIO_INBOUND",
 			want: []string{"-A ISTIO_INBOUND -p tcp --dport 15008 -j RETURN"},
 		},
 		{
 			name: "-u 1,2 -g 3,4: owner rules per UID then per GID",
 			cfg:  with(func(c *capture.Config) { c.ProxyUID = "1,2"; c.ProxyGID = "3,4" }),
-			fam:  iptables.IPv4, table: iptables.TableNat, chain: "ISTIO_OUTPUT",
+			fam:  plan.IPv4, table: plan.TableNat, chain: "ISTIO_OUTPUT",
 			want: []string{
 				"-A ISTIO_OUTPUT -o lo -s 127.0.0.6/32 -j RETURN",
 				"-A ISTIO_OUTPUT -o lo ! -d 127.0.0.1/32 -p tcp ! --dport 15008 -m owner --uid-owner 1 -j ISTIO_IN_REDIRECT",
@@ -316,7 +316,7 @@ func TestSpecVariants(t *testing.T) {
 				c.ProxyUID = "7"
 				c.ProxyGID = "8"
 			}),
-			fam: iptables.IPv4, table: iptables.TableNat, chain: "ISTIO_OUTPUT",
+			fam: plan.IPv4, table: plan.TableNat, chain: "ISTIO_OUTPUT",
 			want: []string{
 				"-A ISTIO_OUTPUT -p tcp --dport 25 -j RETURN",
 				"-A ISTIO_OUTPUT -p udp --dport 25 -j RETURN",
@@ -337,7 +337,7 @@ func TestSpecVariants(t *testing.T) {
 		{
 			name: `-i "": no capture rule at the end of ISTIO_OUTPUT`,
 			cfg:  with(func(c *capture.Config) { c.OutboundIPRangesInclude = "" }),
-			fam:  iptables.IPv4, table: iptables.TableNat, chain: "ISTIO_OUTPUT",
+			fam:  plan.IPv4, table: plan.TableNat, chain: "ISTIO_OUTPUT",
 			want: []string{
 				"-A ISTIO_OUTPUT -o lo -s 127.0.0.6/32 -j RETURN",
 				"-A ISTIO_OUTPUT -o lo ! -d 127.0.0.1/32 -p tcp ! --dport 15008 -m owner --uid-owner 1337 -j ISTIO_IN_REDIRECT",
@@ -352,7 +352,7 @@ func TestSpecVariants(t *testing.T) {
 		{
 			name: "-c: nat PREROUTING RETURN before the jump",
 			cfg:  with(func(c *capture.Config) { c.ExcludeInterfaces = "eth1,eth2" }),
-			fam:  iptables.IPv4, table: iptables.TableNat, chain: "PREROUTING",
+			fam:  plan.IPv4, table: plan.TableNat, chain: "PREROUTING",
 			want: []string{
 				"-A PREROUTING -i eth1 -j RETURN",
 				"-A PREROUTING -i eth2 -j RETURN",
@@ -362,7 +362,7 @@ func TestSpecVariants(t *testing.T) {
 		{
 			name: "-c: nat OUTPUT RETURN before the jump",
 			cfg:  with(func(c *capture.Config) { c.ExcludeInterfaces = "eth1,eth2" }),
-			fam:  iptables.IPv4, table: iptables.TableNat, chain: "OUTPUT",
+			fam:  plan.IPv4, table: plan.TableNat, chain: "OUTPUT",
 			want: []string{
 				"-A OUTPUT -o eth1 -j RETURN",
 				"-A OUTPUT -o eth2 -j RETURN",
@@ -372,7 +372,7 @@ func TestSpecVariants(t *testing.T) {
 		{
 			name: "-c with TPROXY: mangle PREROUTING too",
 			cfg:  with(func(c *capture.Config) { c.ExcludeInterfaces = "eth1"; c.InboundInterceptionMode = "TPROXY" }),
-			fam:  iptables.IPv4, table: iptables.TableMangle, chain: "PREROUTING",
+			fam:  plan.IPv4, table: plan.TableMangle, chain: "PREROUTING",
 			want: []string{
 				"-A PREROUTING -i eth1 -j RETURN",
 				"-A PREROUTING -p tcp -j ISTIO_INBOUND",
@@ -382,7 +382,7 @@ func TestSpecVariants(t *testing.T) {
 		{
 			name: "-c with TPROXY: mangle OUTPUT too",
 			cfg:  with(func(c *capture.Config) { c.ExcludeInterfaces = "eth1"; c.InboundInterceptionMode = "TPROXY" }),
-			fam:  iptables.IPv4, table: iptables.TableMangle, chain: "OUTPUT",
+			fam:  plan.IPv4, table: plan.TableMangle, chain: "OUTPUT",
 			want: []string{
 				"-A OUTPUT -o eth1 -j RETURN",
 				"-A OUTPUT -p tcp -o lo -m mark --mark 1337 -j RETURN",
@@ -394,7 +394,7 @@ func TestSpecVariants(t *testing.T) {
 		{
 			name: "-k eth1,eth2 -i '*': the example of SPEC §3.2",
 			cfg:  with(func(c *capture.Config) { c.KubeVirtInterfaces = "eth1,eth2" }),
-			fam:  iptables.IPv4, table: iptables.TableNat, chain: "PREROUTING",
+			fam:  plan.IPv4, table: plan.TableNat, chain: "PREROUTING",
 			want: []string{
 				"-A PREROUTING -i eth2 -j ISTIO_REDIRECT",
 				"-A PREROUTING -i eth1 -j ISTIO_REDIRECT",
@@ -409,7 +409,7 @@ func TestSpecVariants(t *testing.T) {
 				c.KubeVirtInterfaces = "eth1,eth2"
 				c.OutboundIPRangesInclude = "10.0.0.0/8,192.168.0.0/16"
 			}),
-			fam: iptables.IPv4, table: iptables.TableNat, chain: "PREROUTING",
+			fam: plan.IPv4, table: plan.TableNat, chain: "PREROUTING",
 			want: []string{
 				"-A PREROUTING -i eth2 -d 192.168.0.0/16 -j ISTIO_REDIRECT",
 				"-A PREROUTING -i eth1 -d 192.168.0.0/16 -j ISTIO_REDIRECT",
@@ -423,7 +423,7 @@ func TestSpecVariants(t *testing.T) {
 		{
 			name: `-k with -i "": only the RETURNs`,
 			cfg:  with(func(c *capture.Config) { c.KubeVirtInterfaces = "eth1"; c.OutboundIPRangesInclude = "" }),
-			fam:  iptables.IPv4, table: iptables.TableNat, chain: "PREROUTING",
+			fam:  plan.IPv4, table: plan.TableNat, chain: "PREROUTING",
 			want: []string{
 				"-A PREROUTING -i eth1 -j RETURN",
 				"-A PREROUTING -p tcp -j ISTIO_INBOUND",
@@ -435,7 +435,7 @@ func TestSpecVariants(t *testing.T) {
 				c.InboundInterceptionMode = "TPROXY"
 				c.InboundPortsInclude = "80,8080"
 			}),
-			fam: iptables.IPv4, table: iptables.TableMangle, chain: "ISTIO_INBOUND",
+			fam: plan.IPv4, table: plan.TableMangle, chain: "ISTIO_INBOUND",
 			want: []string{
 				"-A ISTIO_INBOUND -p tcp -m mark --mark 1337 -j RETURN",
 				"-A ISTIO_INBOUND -p tcp -s 127.0.0.6/32 -i lo -j RETURN",
@@ -452,7 +452,7 @@ func TestSpecVariants(t *testing.T) {
 				c.InboundInterceptionMode = "TPROXY"
 				c.InboundTProxyMark = "1400"
 			}),
-			fam: iptables.IPv4, table: iptables.TableMangle, chain: "OUTPUT",
+			fam: plan.IPv4, table: plan.TableMangle, chain: "OUTPUT",
 			want: []string{
 				"-A OUTPUT -p tcp -o lo -m mark --mark 1400 -j RETURN",
 				"-A OUTPUT ! -d 127.0.0.1/32 -p tcp -o lo -m owner --uid-owner 1337 -j MARK --set-mark 1401",
@@ -463,7 +463,7 @@ func TestSpecVariants(t *testing.T) {
 		{
 			name: "IPv6: ::6/128 and ::1/128 replace the IPv4 loopbacks",
 			cfg:  with(func(c *capture.Config) { c.IPv6 = "true"; c.OutboundIPRangesInclude = "" }),
-			fam:  iptables.IPv6, table: iptables.TableNat, chain: "ISTIO_OUTPUT",
+			fam:  plan.IPv6, table: plan.TableNat, chain: "ISTIO_OUTPUT",
 			want: []string{
 				"-A ISTIO_OUTPUT -o lo -s ::6/128 -j RETURN",
 				"-A ISTIO_OUTPUT -o lo ! -d ::1/128 -p tcp ! --dport 15008 -m owner --uid-owner 1337 -j ISTIO_IN_REDIRECT",
@@ -483,7 +483,7 @@ func TestSpecVariants(t *testing.T) {
 				c.OutboundIPRangesExclude = "10.96.0.0/12"
 				c.KubeVirtInterfaces = "eth1"
 			}),
-			fam: iptables.IPv6, table: iptables.TableNat, chain: "PREROUTING",
+			fam: plan.IPv6, table: plan.TableNat, chain: "PREROUTING",
 			want: []string{
 				"-A PREROUTING -i eth1 -j RETURN",
 				"-A PREROUTING -p tcp -j ISTIO_INBOUND",
@@ -503,11 +503,11 @@ func TestSpecVariants(t *testing.T) {
 func TestSpecIPv6NoIPv4(t *testing.T) {
 	for _, tc := range goldenCases() {
 		t.Run(tc.name, func(t *testing.T) {
-			plan, err := capture.Build(tc.cfg)
+			built, err := capture.Build(tc.cfg)
 			require.NoError(t, err)
-			for _, rs := range plan.RuleSets {
+			for _, rs := range built.RuleSets {
 				for _, r := range rs.Rules {
-					_, err := iptables.ParseSpec(rs.Family, r.Args)
+					_, err := plan.ParseSpec(rs.Family, r.Args)
 					assert.NoError(t, err, "%s rule %s", rs.Family, r)
 				}
 			}
@@ -520,36 +520,36 @@ func TestSpecIPv6NoIPv4(t *testing.T) {
 // plus those issue 8 adds (DNS capture in nat and raw, --drop-invalid in
 // mangle).
 func TestSpecOnlyOwnedChains(t *testing.T) {
-	allowed := map[iptables.TableChain]bool{
-		{Table: iptables.TableNat, Chain: "ISTIO_OUTPUT_DNS"}:  true,
-		{Table: iptables.TableMangle, Chain: "ISTIO_DROP"}:     true,
-		{Table: iptables.TableRaw, Chain: "ISTIO_OUTPUT_DNS"}:  true,
-		{Table: iptables.TableRaw, Chain: "ISTIO_INBOUND"}:     true,
-		{Table: iptables.TableRaw, Chain: "PREROUTING"}:        true,
-		{Table: iptables.TableRaw, Chain: "OUTPUT"}:            true,
-		{Table: iptables.TableNat, Chain: "ISTIO_INBOUND"}:     true,
-		{Table: iptables.TableNat, Chain: "ISTIO_REDIRECT"}:    true,
-		{Table: iptables.TableNat, Chain: "ISTIO_IN_REDIRECT"}: true,
-		{Table: iptables.TableNat, Chain: "ISTIO_OUTPUT"}:      true,
-		{Table: iptables.TableMangle, Chain: "ISTIO_INBOUND"}:  true,
-		{Table: iptables.TableMangle, Chain: "ISTIO_DIVERT"}:   true,
-		{Table: iptables.TableMangle, Chain: "ISTIO_TPROXY"}:   true,
-		{Table: iptables.TableNat, Chain: "PREROUTING"}:        true,
-		{Table: iptables.TableNat, Chain: "OUTPUT"}:            true,
-		{Table: iptables.TableMangle, Chain: "PREROUTING"}:     true,
-		{Table: iptables.TableMangle, Chain: "OUTPUT"}:         true,
+	allowed := map[plan.TableChain]bool{
+		{Table: plan.TableNat, Chain: "ISTIO_OUTPUT_DNS"}:  true,
+		{Table: plan.TableMangle, Chain: "ISTIO_DROP"}:     true,
+		{Table: plan.TableRaw, Chain: "ISTIO_OUTPUT_DNS"}:  true,
+		{Table: plan.TableRaw, Chain: "ISTIO_INBOUND"}:     true,
+		{Table: plan.TableRaw, Chain: "PREROUTING"}:        true,
+		{Table: plan.TableRaw, Chain: "OUTPUT"}:            true,
+		{Table: plan.TableNat, Chain: "ISTIO_INBOUND"}:     true,
+		{Table: plan.TableNat, Chain: "ISTIO_REDIRECT"}:    true,
+		{Table: plan.TableNat, Chain: "ISTIO_IN_REDIRECT"}: true,
+		{Table: plan.TableNat, Chain: "ISTIO_OUTPUT"}:      true,
+		{Table: plan.TableMangle, Chain: "ISTIO_INBOUND"}:  true,
+		{Table: plan.TableMangle, Chain: "ISTIO_DIVERT"}:   true,
+		{Table: plan.TableMangle, Chain: "ISTIO_TPROXY"}:   true,
+		{Table: plan.TableNat, Chain: "PREROUTING"}:        true,
+		{Table: plan.TableNat, Chain: "OUTPUT"}:            true,
+		{Table: plan.TableMangle, Chain: "PREROUTING"}:     true,
+		{Table: plan.TableMangle, Chain: "OUTPUT"}:         true,
 	}
 	for _, tc := range goldenCases() {
 		t.Run(tc.name, func(t *testing.T) {
-			plan, err := capture.Build(tc.cfg)
+			built, err := capture.Build(tc.cfg)
 			require.NoError(t, err)
-			require.NoError(t, plan.Validate())
-			for _, rs := range plan.RuleSets {
+			require.NoError(t, built.Validate())
+			for _, rs := range built.RuleSets {
 				for _, c := range rs.Chains {
 					assert.True(t, allowed[c], "%s declares %s", rs.Family, c)
 				}
 				for _, r := range rs.Rules {
-					assert.True(t, allowed[iptables.TableChain{Table: r.Table, Chain: r.Chain}], "%s rule in %s/%s: %s", rs.Family, r.Table, r.Chain, r)
+					assert.True(t, allowed[plan.TableChain{Table: r.Table, Chain: r.Chain}], "%s rule in %s/%s: %s", rs.Family, r.Table, r.Chain, r)
 				}
 			}
 		})

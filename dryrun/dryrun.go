@@ -4,21 +4,21 @@ import (
 	"io"
 	"strings"
 
-	"github.com/mesh-init/istio-iptables/iptables"
+	"github.com/mesh-init/istio-iptables/plan"
 )
 
 // Print writes the plan as the dry run shows it.
-func Print(w io.Writer, p iptables.Plan) error {
+func Print(w io.Writer, p plan.Plan) error {
 	_, err := io.WriteString(w, Text(p))
 	return err
 }
 
 // Text returns what Print writes.
-func Text(p iptables.Plan) string {
+func Text(p plan.Plan) string {
 	var b strings.Builder
 	for _, rs := range p.RuleSets {
 		b.WriteString("# " + string(rs.Family) + "\n")
-		b.WriteString(iptables.Render(rs, iptables.Removal{}))
+		b.WriteString(plan.Render(rs, plan.Removal{}))
 	}
 	for _, r := range p.Routes {
 		for _, c := range r.Commands() {

@@ -14,28 +14,28 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/mesh-init/istio-iptables/dryrun"
-	"github.com/mesh-init/istio-iptables/iptables"
+	"github.com/mesh-init/istio-iptables/plan"
 )
 
-func samplePlan() iptables.Plan {
-	rs := func(f iptables.Family, lo string) iptables.RuleSet {
-		return iptables.RuleSet{
+func samplePlan() plan.Plan {
+	rs := func(f plan.Family, lo string) plan.RuleSet {
+		return plan.RuleSet{
 			Family: f,
-			Chains: []iptables.TableChain{{Table: iptables.TableMangle, Chain: "ISTIO_TPROXY"}, {Table: iptables.TableNat, Chain: "ISTIO_OUTPUT"}},
-			Rules: []iptables.Rule{
-				{Table: iptables.TableMangle, Chain: "ISTIO_TPROXY", Args: []string{"!", "-d", lo, "-p", "tcp", "-j", "TPROXY", "--tproxy-mark", "1337/0xffffffff", "--on-port", "15006"}},
-				{Table: iptables.TableNat, Chain: "OUTPUT", Args: []string{"-j", "ISTIO_OUTPUT"}},
-				{Table: iptables.TableNat, Chain: "ISTIO_OUTPUT", Args: []string{"-d", lo, "-j", "RETURN"}},
+			Chains: []plan.TableChain{{Table: plan.TableMangle, Chain: "ISTIO_TPROXY"}, {Table: plan.TableNat, Chain: "ISTIO_OUTPUT"}},
+			Rules: []plan.Rule{
+				{Table: plan.TableMangle, Chain: "ISTIO_TPROXY", Args: []string{"!", "-d", lo, "-p", "tcp", "-j", "TPROXY", "--tproxy-mark", "1337/0xffffffff", "--on-port", "15006"}},
+				{Table: plan.TableNat, Chain: "OUTPUT", Args: []string{"-j", "ISTIO_OUTPUT"}},
+				{Table: plan.TableNat, Chain: "ISTIO_OUTPUT", Args: []string{"-d", lo, "-j", "RETURN"}},
 			},
 		}
 	}
-	return iptables.Plan{
-		RuleSets: []iptables.RuleSet{rs(iptables.IPv4, "127.0.0.1/32"), rs(iptables.IPv6, "::1/128")},
-		Routes: []iptables.Route{
-			{Family: iptables.IPv4, Mark: 1337, Table: 133},
-			{Family: iptables.IPv6, Mark: 1337, Table: 133},
+	return plan.Plan{
+		RuleSets: []plan.RuleSet{rs(plan.IPv4, "127.0.0.1/32"), rs(plan.IPv6, "::1/128")},
+		Routes: []plan.Route{
+			{Family: plan.IPv4, Mark: 1337, Table: 133},
+			{Family: plan.IPv6, Mark: 1337, Table: 133},
 		},
-		Addrs: []iptables.Addr{{Dev: "lo", Prefix: netip.MustParsePrefix("::6/128")}},
+		Addrs: []plan.Addr{{Dev: "lo", Prefix: netip.MustParsePrefix("::6/128")}},
 	}
 }
 
@@ -73,13 +73,13 @@ func TestText(t *testing.T) {
 	require.NoError(t, p.Validate())
 	assert.Equal(t, samplePlanText, dryrun.Text(p))
 	for _, rs := range p.RuleSets {
-		assert.Contains(t, dryrun.Text(p), "# "+string(rs.Family)+"\n"+iptables.Render(rs, iptables.Removal{}))
+		assert.Contains(t, dryrun.Text(p), "# "+string(rs.Family)+"\n"+plan.Render(rs, plan.Removal{}))
 	}
 }
 
 func TestTextEmptyPlan(t *testing.T) {
-	assert.Equal(t, "", dryrun.Text(iptables.Plan{}))
-	assert.Equal(t, "# ipv4\n", dryrun.Text(iptables.Plan{RuleSets: []iptables.RuleSet{{Family: iptables.IPv4}}}))
+	assert.Equal(t, "", dryrun.Text(plan.Plan{}))
+	assert.Equal(t, "# ipv4\n", dryrun.Text(plan.Plan{RuleSets: []plan.RuleSet{{Family: plan.IPv4}}}))
 }
 
 func TestPrint(t *testing.T) {

@@ -5,11 +5,12 @@ import (
 	"strings"
 
 	"github.com/mesh-init/istio-iptables/iptables"
+	"github.com/mesh-init/istio-iptables/plan"
 )
 
 // PrintNft writes the plan as the native nftables backend's dry run shows
 // it: NftText.
-func PrintNft(w io.Writer, p iptables.Plan) error {
+func PrintNft(w io.Writer, p plan.Plan) error {
 	text, err := NftText(p)
 	if err != nil {
 		return err
@@ -22,7 +23,7 @@ func PrintNft(w io.Writer, p iptables.Plan) error {
 // replaces the table inet istio-iptables, loadable with `nft -f` as it is;
 // the policy routing and addresses follow as comments holding the `ip`
 // commands.
-func NftText(p iptables.Plan) (string, error) {
+func NftText(p plan.Plan) (string, error) {
 	rs, err := iptables.NftTranslate(p)
 	if err != nil {
 		return "", err

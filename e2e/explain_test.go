@@ -20,6 +20,7 @@ import (
 
 	"github.com/mesh-init/istio-iptables/explain"
 	"github.com/mesh-init/istio-iptables/iptables"
+	"github.com/mesh-init/istio-iptables/plan"
 )
 
 // explainConfigs are the configurations of the differential test: every
@@ -188,11 +189,11 @@ func readPod(t *testing.T, b *bed) podRules {
 	t.Helper()
 	r := podRules{rules: map[family]*explain.Rules{}}
 	for _, f := range families {
-		text, hidden, err := iptables.ReadRules(b.podPath(), iptables.Family(f))
+		text, hidden, err := iptables.ReadRules(b.podPath(), plan.Family(f))
 		require.NoError(t, err)
-		saved, err := iptables.ParseSave(text)
+		saved, err := plan.ParseSave(text)
 		require.NoError(t, err)
-		r.rules[f] = explain.FromSaved(iptables.Family(f), saved)
+		r.rules[f] = explain.FromSaved(plan.Family(f), saved)
 		r.rules[f].Hidden = hidden
 	}
 	var err error

@@ -6,7 +6,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/mesh-init/istio-iptables/iptables"
+	"github.com/mesh-init/istio-iptables/plan"
 )
 
 // Direction says which way a connection goes, seen from the pod.
@@ -64,11 +64,11 @@ type Packet struct {
 }
 
 // Family returns the packet's IP family.
-func (p Packet) Family() iptables.Family {
+func (p Packet) Family() plan.Family {
 	if p.Dst.Addr().Unmap().Is4() {
-		return iptables.IPv4
+		return plan.IPv4
 	}
-	return iptables.IPv6
+	return plan.IPv6
 }
 
 // Step is one rule that matched, in the order the packet met them.
@@ -91,8 +91,8 @@ type Result struct {
 
 // hook is a netfilter hook in a table.
 type hook struct {
-	table iptables.Table
-	chain iptables.Chain
+	table plan.Table
+	chain plan.Chain
 }
 
 // outcome is how one table's builtin chain ended.
@@ -185,11 +185,11 @@ func loopbackSource(dst netip.Addr) netip.Addr {
 }
 
 var (
-	outputHooks      = []hook{{iptables.TableRaw, "OUTPUT"}, {iptables.TableMangle, "OUTPUT"}, {iptables.TableNat, "OUTPUT"}, {"filter", "OUTPUT"}, {iptables.TableMangle, "POSTROUTING"}, {iptables.TableNat, "POSTROUTING"}}
-	preroutingHooks  = []hook{{iptables.TableRaw, "PREROUTING"}, {iptables.TableMangle, "PREROUTING"}, {iptables.TableNat, "PREROUTING"}}
-	inputHooks       = []hook{{iptables.TableMangle, "INPUT"}, {"filter", "INPUT"}, {iptables.TableNat, "INPUT"}}
-	loopbackInHooks  = []hook{{iptables.TableRaw, "PREROUTING"}, {iptables.TableMangle, "PREROUTING"}, {iptables.TableMangle, "INPUT"}, {"filter", "INPUT"}}
-	redirectLoopback = map[iptables.Family]netip.Addr{iptables.IPv4: netip.MustParseAddr("127.0.0.1"), iptables.IPv6: netip.IPv6Loopback()}
+	outputHooks      = []hook{{plan.TableRaw, "OUTPUT"}, {plan.TableMangle, "OUTPUT"}, {plan.TableNat, "OUTPUT"}, {"filter", "OUTPUT"}, {plan.TableMangle, "POSTROUTING"}, {plan.TableNat, "POSTROUTING"}}
+	preroutingHooks  = []hook{{plan.TableRaw, "PREROUTING"}, {plan.TableMangle, "PREROUTING"}, {plan.TableNat, "PREROUTING"}}
+	inputHooks       = []hook{{plan.TableMangle, "INPUT"}, {"filter", "INPUT"}, {plan.TableNat, "INPUT"}}
+	loopbackInHooks  = []hook{{plan.TableRaw, "PREROUTING"}, {plan.TableMangle, "PREROUTING"}, {plan.TableMangle, "INPUT"}, {"filter", "INPUT"}}
+	redirectLoopback = map[plan.Family]netip.Addr{plan.IPv4: netip.MustParseAddr("127.0.0.1"), plan.IPv6: netip.IPv6Loopback()}
 )
 
 func (s *state) outbound() Result {
@@ -210,7 +210,7 @@ func (s *state) outbound() Result {
 			s.p.Dst = netip.AddrPortFrom(redirectLoopback[s.rules.Family], uint16(o.port))
 			s.out = "lo"
 		}
-		if h.table == iptables.TableMangle && h.chain == "OUTPUT" && s.mark != 0 && s.out != "lo" {
+		if h.table == plan.TableMangle && h.chain == "OUTPUT" && s.mark != 0 && s.out != "lo" {
 			return s.result(outcome{kind: Unknown, reason: fmt.Sprintf("mangle OUTPUT set mark %#x: the packet is routed again by policy rules, which explain does not read", s.mark)})
 		}
 	}
@@ -262,7 +262,7 @@ func (s *state) inbound() Result {
 		s.p.Dst = netip.AddrPortFrom(netip.Addr{}, uint16(captured.port))
 	}
 	for _, h := range inputHooks {
-		if h.table == iptables.TableNat && captured != nil {
+		if h.table == plan.TableNat && captured != nil {
 			continue
 		}
 		o := s.run(h)
@@ -291,7 +291,7 @@ func (s *state) result(o outcome) Result {
 }
 
 type frame struct {
-	chain iptables.Chain
+	chain plan.Chain
 	pos   int
 }
 
@@ -350,7 +350,7 @@ func (s *state) run(h hook) outcome {
 		case "DROP", "REJECT":
 			return outcome{kind: Drop, reason: fmt.Sprintf("%s: %s", where, j)}
 		case "REDIRECT":
-			if h.table != iptables.TableNat || (h.chain != "OUTPUT" && h.chain != "PREROUTING") {
+			if h.table != plan.TableNat || (h.chain != "OUTPUT" && h.chain != "PREROUTING") {
 				return outcome{kind: Unknown, reason: where + ": REDIRECT outside nat OUTPUT/PREROUTING"}
 			}
 			port := int(s.p.Dst.Port())
@@ -363,7 +363,7 @@ func (s *state) run(h hook) outcome {
 			}
 			return outcome{kind: Redirect, port: port, reason: fmt.Sprintf("%s: REDIRECT to %d", where, port)}
 		case "TPROXY":
-			if h.table != iptables.TableMangle || h.chain != "PREROUTING" {
+			if h.table != plan.TableMangle || h.chain != "PREROUTING" {
 				return outcome{kind: Unknown, reason: where + ": TPROXY outside mangle PREROUTING"}
 			}
 			v, _ := opt(r.spec.TargetOpts, "--on-port")
@@ -392,13 +392,13 @@ func (s *state) run(h hook) outcome {
 		case "CT", "LOG", "NFLOG":
 			// No effect on where the first packet goes.
 		default:
-			if _, ok := tb.declared[iptables.Chain(j)]; !ok || iptables.Builtin(h.table, iptables.Chain(j)) {
+			if _, ok := tb.declared[plan.Chain(j)]; !ok || plan.Builtin(h.table, plan.Chain(j)) {
 				return outcome{kind: Unknown, reason: fmt.Sprintf("%s: target %s is not modelled", where, j)}
 			}
 			if r.spec.Goto {
-				*top = frame{chain: iptables.Chain(j)}
+				*top = frame{chain: plan.Chain(j)}
 			} else {
-				stack = append(stack, frame{chain: iptables.Chain(j)})
+				stack = append(stack, frame{chain: plan.Chain(j)})
 			}
 		}
 	}
@@ -411,7 +411,7 @@ func harmless(target string) bool {
 	return target == "CT" || target == "LOG" || target == "NFLOG"
 }
 
-func opt(opts []iptables.Opt, name string) (string, bool) {
+func opt(opts []plan.Opt, name string) (string, bool) {
 	for _, o := range opts {
 		if o.Name == name {
 			return o.Value, true
@@ -420,7 +420,7 @@ func opt(opts []iptables.Opt, name string) (string, bool) {
 	return "", false
 }
 
-func maskOpt(opts []iptables.Opt, name string) uint32 {
+func maskOpt(opts []plan.Opt, name string) uint32 {
 	v, ok := opt(opts, name)
 	if !ok {
 		return 0xffffffff

@@ -14,7 +14,7 @@ import (
 
 	"github.com/mesh-init/istio-iptables/capture"
 	"github.com/mesh-init/istio-iptables/explain"
-	"github.com/mesh-init/istio-iptables/iptables"
+	"github.com/mesh-init/istio-iptables/plan"
 )
 
 // The pod of the tables below owns these addresses.
@@ -98,13 +98,13 @@ func via(iface string, p explain.Packet) explain.Packet { p.Iface = iface; retur
 // rule set of the packet's family (none: no rules) and its addresses.
 func run(t *testing.T, cfg capture.Config, p explain.Packet) explain.Result {
 	t.Helper()
-	plan, err := capture.Build(cfg)
+	built, err := capture.Build(cfg)
 	require.NoError(t, err)
-	for _, a := range plan.Addrs {
+	for _, a := range built.Addrs {
 		p.Local = append(p.Local, a.Prefix.Addr())
 	}
 	var rules *explain.Rules
-	if rs, ok := plan.RuleSet(p.Family()); ok {
+	if rs, ok := built.RuleSet(p.Family()); ok {
 		rules = explain.FromRuleSet(rs)
 	}
 	return explain.Explain(rules, p)
@@ -278,7 +278,7 @@ func TestExplainKernelSave(t *testing.T) {
 		t.Run(tc.config+"/"+tc.name, func(t *testing.T) {
 			text, err := os.ReadFile(filepath.Join("testdata", tc.config+"_"+string(tc.packet.Family())+".save"))
 			require.NoError(t, err)
-			saved, err := iptables.ParseSave(string(text))
+			saved, err := plan.ParseSave(string(text))
 			require.NoError(t, err)
 			p := tc.packet
 			p.Local = append(p.Local, netip.MustParseAddr("::6"))
@@ -333,9 +333,9 @@ COMMIT
 -A C -j REDIRECT --to-ports 9
 COMMIT
 `
-	s, err := iptables.ParseSave(save)
+	s, err := plan.ParseSave(save)
 	require.NoError(t, err)
-	rules := explain.FromSaved(iptables.IPv4, s)
+	rules := explain.FromSaved(plan.IPv4, s)
 	cases := []struct {
 		name    string
 		packet  explain.Packet
@@ -362,7 +362,7 @@ COMMIT
 
 // TestExplainHidden: tables explain cannot see make every verdict unknown.
 func TestExplainHidden(t *testing.T) {
-	rules := explain.FromSaved(iptables.IPv4, iptables.Saved{})
+	rules := explain.FromSaved(plan.IPv4, plan.Saved{})
 	rules.Hidden = []string{"inet istio-iptables"}
 	got := explain.Explain(rules, out("10.0.0.5:8080", app, app))
 	assert.Equal(t, explain.Unknown, got.Verdict)

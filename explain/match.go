@@ -7,7 +7,7 @@ import (
 	"strings"
 
 	"github.com/mesh-init/istio-iptables/capture"
-	"github.com/mesh-init/istio-iptables/iptables"
+	"github.com/mesh-init/istio-iptables/plan"
 )
 
 // tri is a three-valued truth: a match holds, does not hold, or cannot be
@@ -40,7 +40,7 @@ func neg(t tri, n bool) tri {
 
 // match evaluates every part of a rule: no as soon as one part fails,
 // maybe (with the first reason) when none fails but one cannot be told.
-func (s *state) match(sp iptables.Spec) (tri, string) {
+func (s *state) match(sp plan.Spec) (tri, string) {
 	result, why := yes, ""
 	add := func(t tri, reason string) bool {
 		switch t {
@@ -69,7 +69,7 @@ func (s *state) match(sp iptables.Spec) (tri, string) {
 	return result, why
 }
 
-func (s *state) addr(m iptables.AddrMatch, a netip.Addr, what string) (tri, string) {
+func (s *state) addr(m plan.AddrMatch, a netip.Addr, what string) (tri, string) {
 	if !m.Prefix.IsValid() {
 		return yes, ""
 	}
@@ -93,7 +93,7 @@ func onLo(p netip.Prefix) bool {
 
 // iface matches -i/-o NAME, NAME+ a prefix; "" (no interface: -i in
 // OUTPUT, -o in PREROUTING) matches nothing but a negation.
-func iface(m iptables.NameMatch, name string) (tri, string) {
+func iface(m plan.NameMatch, name string) (tri, string) {
 	if m.Name == "" {
 		return yes, ""
 	}
@@ -108,7 +108,7 @@ func iface(m iptables.NameMatch, name string) (tri, string) {
 
 var protoNames = map[string]string{"6": "tcp", "17": "udp"}
 
-func (s *state) proto(m iptables.NameMatch) (tri, string) {
+func (s *state) proto(m plan.NameMatch) (tri, string) {
 	switch name := m.Name; name {
 	case "", "all", "0":
 		if m.Neg && name != "" {
@@ -123,7 +123,7 @@ func (s *state) proto(m iptables.NameMatch) (tri, string) {
 	}
 }
 
-func (s *state) matchOne(m iptables.Match) (tri, string) {
+func (s *state) matchOne(m plan.Match) (tri, string) {
 	result, why := yes, ""
 	for _, o := range m.Opts {
 		t, reason := s.option(m.Name, o)
@@ -144,7 +144,7 @@ func (s *state) matchOne(m iptables.Match) (tri, string) {
 }
 
 // option evaluates one option, before its "!".
-func (s *state) option(match string, o iptables.Opt) (tri, string) {
+func (s *state) option(match string, o plan.Opt) (tri, string) {
 	switch match {
 	case "tcp", "udp", "multiport":
 		dport := int(s.p.Dst.Port())

@@ -3,62 +3,62 @@ package explain
 import (
 	"strings"
 
-	"github.com/mesh-init/istio-iptables/iptables"
+	"github.com/mesh-init/istio-iptables/plan"
 )
 
 // Rules is one family's tables, in the order the kernel holds the rules.
 type Rules struct {
-	Family iptables.Family
+	Family plan.Family
 	// Hidden names nf_tables tables that see the family's packets but
 	// that *-save does not show (native nftables: "inet NAME"). Explain
 	// cannot evaluate them: with any, every verdict is unknown.
 	Hidden []string
-	tables map[iptables.Table]*table
+	tables map[plan.Table]*table
 }
 
 type table struct {
-	chains map[iptables.Chain][]rule
+	chains map[plan.Chain][]rule
 	// policy of the builtin chains; absent means ACCEPT.
-	policy map[iptables.Chain]string
+	policy map[plan.Chain]string
 	// declared holds every chain that exists, rules or not.
-	declared map[iptables.Chain]bool
+	declared map[plan.Chain]bool
 }
 
 // rule is one rule as written and as parsed; err is why ParseSpec refused it.
 type rule struct {
 	text string
-	spec iptables.Spec
+	spec plan.Spec
 	err  error
 }
 
-func newRules(f iptables.Family) *Rules {
-	return &Rules{Family: f, tables: map[iptables.Table]*table{}}
+func newRules(f plan.Family) *Rules {
+	return &Rules{Family: f, tables: map[plan.Table]*table{}}
 }
 
-func (r *Rules) table(t iptables.Table) *table {
+func (r *Rules) table(t plan.Table) *table {
 	tb, ok := r.tables[t]
 	if !ok {
-		tb = &table{chains: map[iptables.Chain][]rule{}, policy: map[iptables.Chain]string{}, declared: map[iptables.Chain]bool{}}
+		tb = &table{chains: map[plan.Chain][]rule{}, policy: map[plan.Chain]string{}, declared: map[plan.Chain]bool{}}
 		r.tables[t] = tb
 	}
 	return tb
 }
 
-func (r *Rules) add(t iptables.Table, c iptables.Chain, args []string) {
+func (r *Rules) add(t plan.Table, c plan.Chain, args []string) {
 	tb := r.table(t)
 	tb.declared[c] = true
-	s, err := iptables.ParseSpec(r.Family, args)
+	s, err := plan.ParseSpec(r.Family, args)
 	tb.chains[c] = append(tb.chains[c], rule{text: argsText(args), spec: s, err: err})
 }
 
 // argsText renders a rule's arguments as iptables prints them.
 func argsText(args []string) string {
-	return strings.TrimPrefix(iptables.Rule{Chain: "X", Args: args}.String(), "-A X ")
+	return strings.TrimPrefix(plan.Rule{Chain: "X", Args: args}.String(), "-A X ")
 }
 
 // FromRuleSet returns the rules a plan writes into an empty namespace:
 // every builtin chain with policy ACCEPT, inserted rules on top.
-func FromRuleSet(rs iptables.RuleSet) *Rules {
+func FromRuleSet(rs plan.RuleSet) *Rules {
 	r := newRules(rs.Family)
 	for _, tc := range rs.Chains {
 		r.table(tc.Table).declared[tc.Chain] = true
@@ -73,7 +73,7 @@ func FromRuleSet(rs iptables.RuleSet) *Rules {
 
 // FromSaved returns the rules of `iptables-save` (or `ip6tables-save`)
 // output parsed with iptables.ParseSave, policies included.
-func FromSaved(f iptables.Family, s iptables.Saved) *Rules {
+func FromSaved(f plan.Family, s plan.Saved) *Rules {
 	r := newRules(f)
 	for _, st := range s.Tables {
 		tb := r.table(st.Name)

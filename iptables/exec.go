@@ -8,6 +8,8 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+
+	"github.com/mesh-init/istio-iptables/plan"
 )
 
 // execer runs one process. The real one is os/exec; tests inject a fake
@@ -101,7 +103,7 @@ var ErrPartial = errors.New("the namespace may hold part of the new state; run a
 // RestoreError is a restore the kernel (or the restore binary) refused. The
 // transaction was not committed: the earlier state is intact.
 type RestoreError struct {
-	Family Family
+	Family plan.Family
 	// Line is the 1-based input line the binary named, 0 when it named none.
 	Line int
 	// Text is that line of the input.
@@ -123,7 +125,7 @@ func (e *RestoreError) Error() string {
 
 func (e *RestoreError) Unwrap() error { return e.Exec }
 
-func newRestoreError(f Family, input string, ee *ExecError) *RestoreError {
+func newRestoreError(f plan.Family, input string, ee *ExecError) *RestoreError {
 	re := &RestoreError{Family: f, Exec: ee}
 	if re.Line = failedLineNumber(ee.Stderr); re.Line > 0 {
 		lines := strings.Split(input, "\n")

@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/mesh-init/istio-iptables/plan"
 )
 
 // BackendMode is the --iptables-mode choice.
@@ -41,9 +43,9 @@ const (
 )
 
 // binary names a flavour's tool for a family, e.g. ip6tables-nft-restore.
-func (b backend) binary(f Family, tool string) string {
+func (b backend) binary(f plan.Family, tool string) string {
 	base := "iptables"
-	if f == IPv6 {
+	if f == plan.IPv6 {
 		base = "ip6tables"
 	}
 	return base + "-" + string(b) + "-" + tool
@@ -60,7 +62,7 @@ func (b backend) other() backend {
 type Executor interface {
 	// Apply makes the namespace hold exactly p, whatever an earlier run
 	// left there; foreign rules are untouched.
-	Apply(ctx context.Context, p Plan) error
+	Apply(ctx context.Context, p plan.Plan) error
 	// Cleanup removes everything this tool owns, in both families and both
 	// backends; absent objects are not errors.
 	Cleanup(ctx context.Context) error
@@ -87,12 +89,12 @@ type kernel interface {
 	Do(path string, fn func() error) error
 	// LegacyTables lists the legacy x_tables tables loaded in the current
 	// namespace (/proc/thread-self/net/ip{,6}_tables_names).
-	LegacyTables(f Family) ([]string, error)
+	LegacyTables(f plan.Family) ([]string, error)
 	// NftTables lists the nf_tables tables of the ip and ip6 families.
-	NftTables() (map[Family][]string, error)
+	NftTables() (map[plan.Family][]string, error)
 	// DeleteEmptyNftTables deletes those of the given iptables-nft tables
 	// that hold no rule and no user chain.
-	DeleteEmptyNftTables(f Family, tables []Table) error
+	DeleteEmptyNftTables(f plan.Family, tables []plan.Table) error
 	// NftMarkers lists the marker tables (MarkerPrefix, family inet) and
 	// returns the current nf_tables generation, in one netlink session.
 	NftMarkers() (markers []string, gen uint32, err error)
@@ -101,7 +103,7 @@ type kernel interface {
 	SetNftMarker(name string) error
 	// SyncRoutes makes the TPROXY policy routing and addresses be exactly
 	// routes and addrs, removing stale TPROXY routing of an earlier run.
-	SyncRoutes(routes []Route, addrs []Addr) error
+	SyncRoutes(routes []plan.Route, addrs []plan.Addr) error
 }
 
 type executor struct {
@@ -111,7 +113,7 @@ type executor struct {
 	k        kernel
 	log      *slog.Logger
 	bins     map[string]string // name -> resolved path
-	nftTabs  map[Family][]string
+	nftTabs  map[plan.Family][]string
 	chosen   backend // the backend of the last apply
 }
 
@@ -157,19 +159,19 @@ func (e *executor) has(name string) bool {
 
 // familyState is what one flavour holds in one family.
 type familyState struct {
-	saved Saved
+	saved plan.Saved
 	read  bool // whether anything was read (false: known empty)
 }
 
 // state is the state read once at the start of a run.
 type state struct {
 	chosen backend
-	by     map[backend]map[Family]familyState
+	by     map[backend]map[plan.Family]familyState
 }
 
 // save runs `*-save` for a flavour and family, unless the kernel shows
 // without a process that the flavour holds no table at all in that family.
-func (e *executor) save(ctx context.Context, b backend, f Family) (familyState, error) {
+func (e *executor) save(ctx context.Context, b backend, f plan.Family) (familyState, error) {
 	var tables []string
 	var err error
 	if b == nft {
@@ -199,7 +201,7 @@ func (e *executor) save(ctx context.Context, b backend, f Family) (familyState, 
 	if err != nil {
 		return familyState{}, fmt.Errorf("read %s state: %w", f, err)
 	}
-	s, err := ParseSave(string(out))
+	s, err := plan.ParseSave(string(out))
 	if err != nil {
 		return familyState{}, fmt.Errorf("read %s state from %s: %w", f, name, err)
 	}
@@ -209,8 +211,8 @@ func (e *executor) save(ctx context.Context, b backend, f Family) (familyState, 
 // readState reads both flavours' state for the families and picks the
 // backend (SPEC §4.1): legacy only when legacy holds rules and nft holds
 // none; otherwise nft; a flavour that is not installed is not used.
-func (e *executor) readState(ctx context.Context, fams []Family) (state, error) {
-	st := state{by: map[backend]map[Family]familyState{nft: {}, legacy: {}}}
+func (e *executor) readState(ctx context.Context, fams []plan.Family) (state, error) {
+	st := state{by: map[backend]map[plan.Family]familyState{nft: {}, legacy: {}}}
 	installed := func(b backend) bool {
 		for _, f := range fams {
 			if !e.has(b.binary(f, "restore")) {
@@ -260,14 +262,14 @@ func (e *executor) readState(ctx context.Context, fams []Family) (state, error) 
 }
 
 // restore feeds one transaction to a flavour's *-restore --noflush.
-func (e *executor) restore(ctx context.Context, b backend, f Family, input string) error {
+func (e *executor) restore(ctx context.Context, b backend, f plan.Family, input string) error {
 	return e.startRestore(ctx, b, f, input)()
 }
 
 // startRestore starts a flavour's *-restore --noflush on the calling
 // thread (so it runs in the thread's namespace) and returns what waits for
 // it and reports its failure.
-func (e *executor) startRestore(ctx context.Context, b backend, f Family, input string) func() error {
+func (e *executor) startRestore(ctx context.Context, b backend, f plan.Family, input string) func() error {
 	path, err := e.bin(b.binary(f, "restore"))
 	if err != nil {
 		return func() error { return err }
@@ -289,22 +291,22 @@ func (e *executor) startRestore(ctx context.Context, b backend, f Family, input 
 // written is a family already changed in this run, with what undoes it.
 type written struct {
 	b    backend
-	f    Family
+	f    plan.Family
 	undo string
 	// tables the undo may leave empty
-	tables []Table
+	tables []plan.Table
 }
 
 // Apply implements Executor.
-func (e *executor) Apply(ctx context.Context, p Plan) error {
+func (e *executor) Apply(ctx context.Context, p plan.Plan) error {
 	if err := p.Validate(); err != nil {
 		return fmt.Errorf("invalid plan: %w", err)
 	}
 	return e.k.Do(e.o.Netns, func() error { return e.apply(ctx, p) })
 }
 
-func (e *executor) apply(ctx context.Context, p Plan) error {
-	hash := PlanHash(p)
+func (e *executor) apply(ctx context.Context, p plan.Plan) error {
+	hash := plan.Hash(p)
 	if done, err := e.unchangedSinceMarker(hash); err != nil {
 		return err
 	} else if done {
@@ -337,7 +339,7 @@ func (e *executor) unchangedSinceMarker(hash string) (bool, error) {
 	if err != nil || !markerCurrent(markers, hash, gen) {
 		return false, nil // no marker, or it cannot be read: the full path decides
 	}
-	for _, f := range []Family{IPv4, IPv6} {
+	for _, f := range []plan.Family{plan.IPv4, plan.IPv6} {
 		if tables, err := e.k.LegacyTables(f); err != nil || len(tables) > 0 {
 			return false, nil
 		}
@@ -366,15 +368,15 @@ func (e *executor) recordMarker(hash string) {
 	}
 }
 
-func (e *executor) applyRules(ctx context.Context, p Plan) error {
-	var fams []Family
+func (e *executor) applyRules(ctx context.Context, p plan.Plan) error {
+	var fams []plan.Family
 	for _, rs := range p.RuleSets {
 		fams = append(fams, rs.Family)
 	}
 	// The other family is read too when its binaries exist, so that rules
 	// of an earlier run with other flags are removed there.
 	all := slices.Clone(fams)
-	for _, f := range []Family{IPv4, IPv6} {
+	for _, f := range []plan.Family{plan.IPv4, plan.IPv6} {
 		if !slices.Contains(all, f) && (e.has(nft.binary(f, "restore")) || e.has(legacy.binary(f, "restore"))) {
 			all = append(all, f)
 		}
@@ -426,34 +428,34 @@ func (e *executor) applyRules(ctx context.Context, p Plan) error {
 	// the sum. If any fails, the others are rolled back.
 	type tx struct {
 		b       backend
-		f       Family
-		rs      RuleSet
-		old     Removal
+		f       plan.Family
+		rs      plan.RuleSet
+		old     plan.Removal
 		input   string
-		undo    RuleSet
-		emptied []Table
+		undo    plan.RuleSet
+		emptied []plan.Table
 	}
 	var txs []tx
 	for _, f := range all {
 		rs, want := p.RuleSet(f)
 		if !want {
-			rs = RuleSet{Family: f}
+			rs = plan.RuleSet{Family: f}
 		}
 		for _, b := range []backend{st.chosen, st.chosen.other()} {
 			fs := st.by[b][f]
 			if b != st.chosen {
-				rs = RuleSet{Family: f} // the other flavour keeps nothing of ours
+				rs = plan.RuleSet{Family: f} // the other flavour keeps nothing of ours
 			}
-			old := Owned(f, fs.saved)
+			old := plan.Owned(f, fs.saved)
 			foundOwned = foundOwned || !old.Empty()
 			if (b != st.chosen || !want) && old.Empty() {
 				continue
 			}
-			if InPlace(rs, fs.saved) {
+			if plan.InPlace(rs, fs.saved) {
 				e.log.Info("rules already in place, nothing written", "family", f, "backend", b)
 				continue
 			}
-			txs = append(txs, tx{b: b, f: f, rs: rs, old: old, input: Render(rs, old), undo: RestoreRuleSet(f, fs.saved), emptied: emptied(rs, old)})
+			txs = append(txs, tx{b: b, f: f, rs: rs, old: old, input: plan.Render(rs, old), undo: RestoreRuleSet(f, fs.saved), emptied: emptied(rs, old)})
 		}
 	}
 	start := time.Now()
@@ -467,8 +469,8 @@ func (e *executor) applyRules(ctx context.Context, p Plan) error {
 			failed = append(failed, err)
 			continue
 		}
-		newState := Owned(t.f, cleanState(t.f, t.rs))
-		done = append(done, written{t.b, t.f, Render(t.undo, newState), emptied(t.undo, newState)})
+		newState := plan.Owned(t.f, cleanState(t.f, t.rs))
+		done = append(done, written{t.b, t.f, plan.Render(t.undo, newState), emptied(t.undo, newState)})
 		e.log.Info("rules written", "family", t.f, "backend", t.b, "rules", len(t.rs.Rules),
 			"removed", len(t.old.Rules)+len(t.old.Chains), "took", time.Since(start).Round(10*time.Microsecond))
 	}
@@ -494,9 +496,9 @@ func (e *executor) applyRules(ctx context.Context, p Plan) error {
 }
 
 // emptied lists the tables old used that rs does not.
-func emptied(rs RuleSet, old Removal) []Table {
-	var out []Table
-	for _, t := range renderTables(RuleSet{}, old) {
+func emptied(rs plan.RuleSet, old plan.Removal) []plan.Table {
+	var out []plan.Table
+	for _, t := range old.Tables(plan.RuleSet{}) {
 		if !slices.Contains(rs.Tables(), t) {
 			out = append(out, t)
 		}
@@ -512,7 +514,7 @@ func (e *executor) Cleanup(ctx context.Context) error {
 func (e *executor) cleanup(ctx context.Context) error {
 	removed := 0
 	for _, b := range []backend{nft, legacy} {
-		for _, f := range []Family{IPv4, IPv6} {
+		for _, f := range []plan.Family{plan.IPv4, plan.IPv6} {
 			if !e.has(b.binary(f, "restore")) {
 				continue
 			}
@@ -520,17 +522,17 @@ func (e *executor) cleanup(ctx context.Context) error {
 			if err != nil {
 				return err
 			}
-			old := Owned(f, fs.saved)
+			old := plan.Owned(f, fs.saved)
 			if old.Empty() {
 				continue
 			}
-			if err := e.restore(ctx, b, f, Render(RuleSet{Family: f}, old)); err != nil {
+			if err := e.restore(ctx, b, f, plan.Render(plan.RuleSet{Family: f}, old)); err != nil {
 				return err
 			}
 			removed += len(old.Rules) + len(old.Chains)
 			e.log.Info("removed", "family", f, "backend", b, "rules", len(old.Rules), "chains", len(old.Chains))
 			if b == nft {
-				if err := e.k.DeleteEmptyNftTables(f, renderTables(RuleSet{}, old)); err != nil {
+				if err := e.k.DeleteEmptyNftTables(f, old.Tables(plan.RuleSet{})); err != nil {
 					e.log.Warn("could not delete empty tables", "family", f, "err", err)
 				}
 			}
@@ -558,21 +560,21 @@ func (e *executor) cleanup(ctx context.Context) error {
 // tool's rules back as they are there: the owned chains with their rules,
 // and the owned builtin-chain rules, those on top of their chain inserted.
 // It is what a rollback writes.
-func RestoreRuleSet(f Family, s Saved) RuleSet {
-	owned := Owned(f, s)
-	rs := RuleSet{Family: f, Chains: owned.Chains}
-	for _, t := range []Table{TableNat, TableMangle, TableRaw} {
+func RestoreRuleSet(f plan.Family, s plan.Saved) plan.RuleSet {
+	owned := plan.Owned(f, s)
+	rs := plan.RuleSet{Family: f, Chains: owned.Chains}
+	for _, t := range []plan.Table{plan.TableNat, plan.TableMangle, plan.TableRaw} {
 		st, _ := s.Table(t)
-		for _, c := range builtinChains[t] {
+		for _, c := range plan.BuiltinChains(t) {
 			top := true
-			var inserted []Rule
+			var inserted []plan.Rule
 			for _, r := range st.ChainRules(c) {
-				isOwned := slices.ContainsFunc(owned.Rules, func(o SavedRule) bool { return o.Table == t && slices.Equal(o.Args, r.Args) && o.Chain == c })
+				isOwned := slices.ContainsFunc(owned.Rules, func(o plan.SavedRule) bool { return o.Table == t && slices.Equal(o.Args, r.Args) && o.Chain == c })
 				switch {
 				case isOwned && top:
-					inserted = append([]Rule{{Table: t, Chain: c, Insert: true, Args: r.Args}}, inserted...)
+					inserted = append([]plan.Rule{{Table: t, Chain: c, Insert: true, Args: r.Args}}, inserted...)
 				case isOwned:
-					rs.Rules = append(rs.Rules, Rule{Table: t, Chain: c, Args: r.Args})
+					rs.Rules = append(rs.Rules, plan.Rule{Table: t, Chain: c, Args: r.Args})
 				default:
 					top = false
 				}
@@ -584,7 +586,7 @@ func RestoreRuleSet(f Family, s Saved) RuleSet {
 				continue
 			}
 			for _, r := range st.ChainRules(tc.Chain) {
-				rs.Rules = append(rs.Rules, Rule{Table: t, Chain: tc.Chain, Args: r.Args})
+				rs.Rules = append(rs.Rules, plan.Rule{Table: t, Chain: tc.Chain, Args: r.Args})
 			}
 		}
 	}
@@ -593,22 +595,22 @@ func RestoreRuleSet(f Family, s Saved) RuleSet {
 
 // cleanState turns a rule set into the saved state it produces in a clean
 // namespace, so Owned can say what a rollback has to remove.
-func cleanState(f Family, rs RuleSet) Saved {
-	var s Saved
+func cleanState(f plan.Family, rs plan.RuleSet) plan.Saved {
+	var s plan.Saved
 	for _, t := range rs.Tables() {
-		st := SavedTable{Name: t}
+		st := plan.SavedTable{Name: t}
 		for _, tc := range rs.Chains {
 			if tc.Table == t {
-				st.Chains = append(st.Chains, SavedChain{Name: tc.Chain, Policy: "-"})
+				st.Chains = append(st.Chains, plan.SavedChain{Name: tc.Chain, Policy: "-"})
 			}
 		}
-		for _, c := range append(slices.Clone(builtinChains[t]), chainsOf(rs, t)...) {
+		for _, c := range append(plan.BuiltinChains(t), chainsOf(rs, t)...) {
 			for _, r := range rs.ChainRules(t, c) {
 				args := r.Args
-				if sp, err := ParseSpec(f, r.Args); err == nil {
+				if sp, err := plan.ParseSpec(f, r.Args); err == nil {
 					args = sp.Args()
 				}
-				st.Rules = append(st.Rules, SavedRule{Table: t, Chain: c, Args: args})
+				st.Rules = append(st.Rules, plan.SavedRule{Table: t, Chain: c, Args: args})
 			}
 		}
 		s.Tables = append(s.Tables, st)
@@ -616,8 +618,8 @@ func cleanState(f Family, rs RuleSet) Saved {
 	return s
 }
 
-func chainsOf(rs RuleSet, t Table) []Chain {
-	var out []Chain
+func chainsOf(rs plan.RuleSet, t plan.Table) []plan.Chain {
+	var out []plan.Chain
 	for _, tc := range rs.Chains {
 		if tc.Table == t {
 			out = append(out, tc.Chain)

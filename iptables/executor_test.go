@@ -17,7 +17,18 @@ import (
 
 	"github.com/mesh-init/istio-iptables/capture"
 	"github.com/mesh-init/istio-iptables/iptables"
+	"github.com/mesh-init/istio-iptables/plan"
 )
+
+// kernelSaveRedirectV4 is real iptables-nft-save output of the REDIRECT
+// default, kept with the model's tests.
+var kernelSaveRedirectV4 = func() string {
+	b, err := os.ReadFile("../plan/testdata/kernel_redirect_ipv4.save")
+	if err != nil {
+		panic(err)
+	}
+	return string(b)
+}()
 
 // The unit tests of the executor: a fake execer records every process
 // (argv, stdin, whether it ran inside the namespace) and answers from a
@@ -68,15 +79,15 @@ type world struct {
 func newWorld(t *testing.T, installed []string, saves map[string]string) *world {
 	t.Helper()
 	w := &world{}
-	w.kernel = &fakeKernel{legacy: map[iptables.Family][]string{}, nft: map[iptables.Family][]string{}}
+	w.kernel = &fakeKernel{legacy: map[plan.Family][]string{}, nft: map[plan.Family][]string{}}
 	w.exec = &fakeExecer{outputs: map[string]string{}, fail: map[string][]string{}, kernel: w.kernel}
 	for bin, out := range saves {
 		w.exec.outputs[bin] = out
-		s, err := iptables.ParseSave(out)
+		s, err := plan.ParseSave(out)
 		require.NoError(t, err, "save output for %s", bin)
-		f := iptables.IPv4
+		f := plan.IPv4
 		if strings.HasPrefix(bin, "ip6") {
-			f = iptables.IPv6
+			f = plan.IPv6
 		}
 		tabs := w.kernel.nft
 		if strings.Contains(bin, "legacy") {
@@ -141,17 +152,17 @@ func (f *fakeExecer) Run(_ context.Context, argv []string, stdin []byte) ([]byte
 }
 
 type syncCall struct {
-	Routes []iptables.Route
-	Addrs  []iptables.Addr
+	Routes []plan.Route
+	Addrs  []plan.Addr
 }
 
 type deleteCall struct {
-	Family iptables.Family
-	Tables []iptables.Table
+	Family plan.Family
+	Tables []plan.Table
 }
 
 type fakeKernel struct {
-	legacy, nft map[iptables.Family][]string
+	legacy, nft map[plan.Family][]string
 	depth       int // > 0 inside Do
 	doPaths     []string
 	syncs       []syncCall
@@ -174,21 +185,21 @@ func (k *fakeKernel) check(op string) {
 	}
 }
 
-func (k *fakeKernel) LegacyTables(f iptables.Family) ([]string, error) {
+func (k *fakeKernel) LegacyTables(f plan.Family) ([]string, error) {
 	k.check("LegacyTables")
 	return slices.Clone(k.legacy[f]), nil
 }
 
-func (k *fakeKernel) NftTables() (map[iptables.Family][]string, error) {
+func (k *fakeKernel) NftTables() (map[plan.Family][]string, error) {
 	k.check("NftTables")
-	out := map[iptables.Family][]string{}
+	out := map[plan.Family][]string{}
 	for f, tabs := range k.nft {
 		out[f] = slices.Clone(tabs)
 	}
 	return out, nil
 }
 
-func (k *fakeKernel) DeleteEmptyNftTables(f iptables.Family, tables []iptables.Table) error {
+func (k *fakeKernel) DeleteEmptyNftTables(f plan.Family, tables []plan.Table) error {
 	k.check("DeleteEmptyNftTables")
 	k.deletes = append(k.deletes, deleteCall{f, tables})
 	return nil
@@ -207,7 +218,7 @@ func (k *fakeKernel) SetNftMarker(name string) error {
 	return nil
 }
 
-func (k *fakeKernel) SyncRoutes(routes []iptables.Route, addrs []iptables.Addr) error {
+func (k *fakeKernel) SyncRoutes(routes []plan.Route, addrs []plan.Addr) error {
 	k.check("SyncRoutes")
 	k.syncs = append(k.syncs, syncCall{routes, addrs})
 	return k.syncErr
@@ -247,7 +258,7 @@ func ipv6(on bool) func(*capture.Config) {
 
 // build returns the plan of the default configuration changed by the
 // options, in order.
-func build(t *testing.T, opts ...func(*capture.Config)) iptables.Plan {
+func build(t *testing.T, opts ...func(*capture.Config)) plan.Plan {
 	t.Helper()
 	c := capture.DefaultConfig()
 	c.IPv6 = "false"
@@ -259,7 +270,7 @@ func build(t *testing.T, opts ...func(*capture.Config)) iptables.Plan {
 	return p
 }
 
-func ruleSet(t *testing.T, p iptables.Plan, f iptables.Family) iptables.RuleSet {
+func ruleSet(t *testing.T, p plan.Plan, f plan.Family) plan.RuleSet {
 	t.Helper()
 	rs, ok := p.RuleSet(f)
 	require.True(t, ok, "plan has no %s rule set", f)
@@ -271,16 +282,16 @@ func ruleSet(t *testing.T, p iptables.Plan, f iptables.Family) iptables.RuleSet 
 // form) added to the nat table: builtin chains with their policy, user
 // chains sorted, rules of builtin chains first, each in the canonical
 // form.
-func saveOf(t *testing.T, rs iptables.RuleSet, foreignNat ...string) string {
+func saveOf(t *testing.T, rs plan.RuleSet, foreignNat ...string) string {
 	t.Helper()
-	builtin := map[iptables.Table][]iptables.Chain{
-		iptables.TableNat:    {"PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"},
-		iptables.TableMangle: {"PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"},
+	builtin := map[plan.Table][]plan.Chain{
+		plan.TableNat:    {"PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"},
+		plan.TableMangle: {"PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"},
 	}
 	var b strings.Builder
 	tables := rs.Tables()
-	if len(foreignNat) > 0 && !slices.Contains(tables, iptables.TableNat) {
-		tables = append([]iptables.Table{iptables.TableNat}, tables...)
+	if len(foreignNat) > 0 && !slices.Contains(tables, plan.TableNat) {
+		tables = append([]plan.Table{plan.TableNat}, tables...)
 	}
 	for _, tab := range tables {
 		fmt.Fprintf(&b, "# Generated by iptables-save v1.8.9 (nf_tables)\n*%s\n", tab)
@@ -294,7 +305,7 @@ func saveOf(t *testing.T, rs iptables.RuleSet, foreignNat ...string) string {
 			}
 		}
 		slices.Sort(user)
-		if tab == iptables.TableNat {
+		if tab == plan.TableNat {
 			for _, l := range foreignNat {
 				if strings.HasPrefix(l, ":") {
 					b.WriteString(l + "\n")
@@ -306,16 +317,16 @@ func saveOf(t *testing.T, rs iptables.RuleSet, foreignNat ...string) string {
 		}
 		chains := slices.Clone(builtin[tab])
 		for _, c := range user {
-			chains = append(chains, iptables.Chain(c))
+			chains = append(chains, plan.Chain(c))
 		}
 		for _, c := range chains {
 			for _, r := range rs.ChainRules(tab, c) {
-				args, err := iptables.Canonical(rs.Family, r.Args)
+				args, err := plan.Canonical(rs.Family, r.Args)
 				require.NoError(t, err)
 				fmt.Fprintf(&b, "-A %s %s\n", c, args)
 			}
 		}
-		if tab == iptables.TableNat {
+		if tab == plan.TableNat {
 			for _, l := range foreignNat {
 				if strings.HasPrefix(l, "-A ") {
 					b.WriteString(l + "\n")
@@ -363,22 +374,22 @@ func saveCall(bin string) call {
 	return call{Bin: bin, Argv: []string{sbin + bin}, InNetns: true}
 }
 
-func restoreBin(f iptables.Family, flavour string) string {
-	if f == iptables.IPv6 {
+func restoreBin(f plan.Family, flavour string) string {
+	if f == plan.IPv6 {
 		return "ip6tables-" + flavour + "-restore"
 	}
 	return "iptables-" + flavour + "-restore"
 }
 
-func saveBin(f iptables.Family, flavour string) string {
+func saveBin(f plan.Family, flavour string) string {
 	return strings.TrimSuffix(restoreBin(f, flavour), "restore") + "save"
 }
 
-func owned(t *testing.T, f iptables.Family, save string) iptables.Removal {
+func owned(t *testing.T, f plan.Family, save string) plan.Removal {
 	t.Helper()
-	s, err := iptables.ParseSave(save)
+	s, err := plan.ParseSave(save)
 	require.NoError(t, err)
-	return iptables.Owned(f, s)
+	return plan.Owned(f, s)
 }
 
 // A fresh namespace: no table in either flavour. One restore per family,
@@ -402,7 +413,7 @@ func TestApplyFreshNamespace(t *testing.T) {
 
 			var want []call
 			for _, rs := range p.RuleSets {
-				want = append(want, restoreCall(restoreBin(rs.Family, "nft"), iptables.Render(rs, iptables.Removal{}), tc.wantWait))
+				want = append(want, restoreCall(restoreBin(rs.Family, "nft"), plan.Render(rs, plan.Removal{}), tc.wantWait))
 			}
 			assert.Equal(t, want, w.exec.calls, "exactly one iptables-nft-restore per family, no *-save")
 			assert.Equal(t, []string{testNetns}, w.kernel.doPaths, "the namespace is entered once")
@@ -428,10 +439,10 @@ func TestApplyReadsStateOnce(t *testing.T) {
 		c.InboundPortsInclude = "80,8080"
 		c.OutboundIPRangesInclude = "10.0.0.0/8,fd00::/8"
 	})
-	save4 := func(p iptables.Plan, foreign ...string) string {
-		return saveOf(t, ruleSet(t, p, iptables.IPv4), foreign...)
+	save4 := func(p plan.Plan, foreign ...string) string {
+		return saveOf(t, ruleSet(t, p, plan.IPv4), foreign...)
 	}
-	save6 := func(p iptables.Plan) string { return saveOf(t, ruleSet(t, p, iptables.IPv6)) }
+	save6 := func(p plan.Plan) string { return saveOf(t, ruleSet(t, p, plan.IPv6)) }
 
 	type want struct {
 		saves    []string          // save binaries, in order
@@ -441,7 +452,7 @@ func TestApplyReadsStateOnce(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
 		saves map[string]string
-		plan  iptables.Plan
+		plan  plan.Plan
 		want  want
 	}{{
 		name:  "empty nat tables",
@@ -451,8 +462,8 @@ func TestApplyReadsStateOnce(t *testing.T) {
 			saves: []string{"iptables-nft-save", "ip6tables-nft-save"},
 			order: []string{"iptables-nft-restore", "ip6tables-nft-restore"},
 			restores: map[string]string{
-				"iptables-nft-restore":  iptables.Render(ruleSet(t, redirect46, iptables.IPv4), iptables.Removal{}),
-				"ip6tables-nft-restore": iptables.Render(ruleSet(t, redirect46, iptables.IPv6), iptables.Removal{}),
+				"iptables-nft-restore":  plan.Render(ruleSet(t, redirect46, plan.IPv4), plan.Removal{}),
+				"ip6tables-nft-restore": plan.Render(ruleSet(t, redirect46, plan.IPv6), plan.Removal{}),
 			},
 		},
 	}, {
@@ -478,8 +489,8 @@ func TestApplyReadsStateOnce(t *testing.T) {
 			saves: []string{"iptables-nft-save", "ip6tables-nft-save"},
 			order: []string{"iptables-nft-restore", "ip6tables-nft-restore"},
 			restores: map[string]string{
-				"iptables-nft-restore":  iptables.Render(ruleSet(t, list46, iptables.IPv4), owned(t, iptables.IPv4, save4(tproxy46))),
-				"ip6tables-nft-restore": iptables.Render(ruleSet(t, list46, iptables.IPv6), owned(t, iptables.IPv6, save6(tproxy46))),
+				"iptables-nft-restore":  plan.Render(ruleSet(t, list46, plan.IPv4), owned(t, plan.IPv4, save4(tproxy46))),
+				"ip6tables-nft-restore": plan.Render(ruleSet(t, list46, plan.IPv6), owned(t, plan.IPv6, save6(tproxy46))),
 			},
 		},
 	}, {
@@ -490,7 +501,7 @@ func TestApplyReadsStateOnce(t *testing.T) {
 			saves: []string{"iptables-nft-save", "ip6tables-nft-save"},
 			order: []string{"ip6tables-nft-restore"},
 			restores: map[string]string{
-				"ip6tables-nft-restore": iptables.Render(iptables.RuleSet{Family: iptables.IPv6}, owned(t, iptables.IPv6, save6(redirect46))),
+				"ip6tables-nft-restore": plan.Render(plan.RuleSet{Family: plan.IPv6}, owned(t, plan.IPv6, save6(redirect46))),
 			},
 		},
 	}} {
@@ -527,7 +538,7 @@ const restoreFailure = "ip6tables-nft-restore v1.8.9 (nf_tables): invalid port\n
 
 // removes checks that a rollback text takes out every chain and every
 // builtin-chain rule of rs and writes nothing.
-func removes(t *testing.T, text string, rs iptables.RuleSet) {
+func removes(t *testing.T, text string, rs plan.RuleSet) {
 	t.Helper()
 	lines := strings.Split(text, "\n")
 	for _, l := range lines {
@@ -537,10 +548,10 @@ func removes(t *testing.T, text string, rs iptables.RuleSet) {
 		assert.Contains(t, lines, "-X "+string(tc.Chain), "rollback keeps chain %s", tc)
 	}
 	for _, r := range rs.Rules {
-		if !iptables.Builtin(r.Table, r.Chain) {
+		if !plan.Builtin(r.Table, r.Chain) {
 			continue
 		}
-		args, err := iptables.Canonical(rs.Family, r.Args)
+		args, err := plan.Canonical(rs.Family, r.Args)
 		require.NoError(t, err)
 		assert.Contains(t, lines, "-D "+string(r.Chain)+" "+args, "rollback keeps a jump")
 	}
@@ -548,8 +559,8 @@ func removes(t *testing.T, text string, rs iptables.RuleSet) {
 
 func TestApplyRestoreFailure(t *testing.T) {
 	p := build(t, redirectDefault, ipv6(true))
-	rs4, rs6 := ruleSet(t, p, iptables.IPv4), ruleSet(t, p, iptables.IPv6)
-	input6 := iptables.Render(rs6, iptables.Removal{})
+	rs4, rs6 := ruleSet(t, p, plan.IPv4), ruleSet(t, p, plan.IPv6)
+	input6 := plan.Render(rs6, plan.Removal{})
 	line3 := strings.Split(input6, "\n")[2]
 
 	t.Run("second family refused: error names the line, first family rolled back", func(t *testing.T) {
@@ -562,7 +573,7 @@ func TestApplyRestoreFailure(t *testing.T) {
 		assert.NotContains(t, err.Error(), "Try `", "the usage hint is noise")
 		var re *iptables.RestoreError
 		require.ErrorAs(t, err, &re)
-		assert.Equal(t, iptables.IPv6, re.Family)
+		assert.Equal(t, plan.IPv6, re.Family)
 		assert.Equal(t, 3, re.Line)
 		assert.Equal(t, line3, re.Text)
 		var ee *iptables.ExecError
@@ -575,7 +586,7 @@ func TestApplyRestoreFailure(t *testing.T) {
 		rb := w.exec.calls[2]
 		assert.Equal(t, []string{sbin + "iptables-nft-restore", "--noflush", "--wait", "30"}, rb.Argv)
 		removes(t, rb.Stdin, rs4)
-		assert.Contains(t, w.kernel.deletes, deleteCall{iptables.IPv4, rs4.Tables()}, "the rolled-back first apply leaves no empty table")
+		assert.Contains(t, w.kernel.deletes, deleteCall{plan.IPv4, rs4.Tables()}, "the rolled-back first apply leaves no empty table")
 		assert.Empty(t, w.kernel.syncs, "no routing change after a refused restore")
 	})
 
@@ -585,22 +596,22 @@ func TestApplyRestoreFailure(t *testing.T) {
 		err := w.executor(iptables.Options{}).Apply(context.Background(), p)
 		var re *iptables.RestoreError
 		require.ErrorAs(t, err, &re)
-		assert.Equal(t, iptables.IPv4, re.Family)
-		assert.Equal(t, strings.Split(iptables.Render(rs4, iptables.Removal{}), "\n")[2], re.Text)
+		assert.Equal(t, plan.IPv4, re.Family)
+		assert.Equal(t, strings.Split(plan.Render(rs4, plan.Removal{}), "\n")[2], re.Text)
 		// Both families' restores are started together; the IPv6 one
 		// succeeded and is undone.
 		require.Len(t, w.exec.calls, 3, "restore ipv4 (refused), restore ipv6, rollback ipv6: %v", w.exec.calls)
 		assert.Equal(t, "ip6tables-nft-restore", w.exec.calls[2].Bin)
-		removes(t, w.exec.calls[2].Stdin, ruleSet(t, p, iptables.IPv6))
+		removes(t, w.exec.calls[2].Stdin, ruleSet(t, p, plan.IPv6))
 		assert.Empty(t, w.kernel.syncs)
 	})
 
 	t.Run("refused over an earlier run: the rollback writes the earlier rules back", func(t *testing.T) {
 		old := build(t, redirectDefault, ipv6(true), func(c *capture.Config) { c.InboundPortsInclude = "80" })
-		oldSave4 := saveOf(t, ruleSet(t, old, iptables.IPv4), foreignNat...)
+		oldSave4 := saveOf(t, ruleSet(t, old, plan.IPv4), foreignNat...)
 		w := newWorld(t, allBinaries, map[string]string{
 			"iptables-nft-save":  oldSave4,
-			"ip6tables-nft-save": saveOf(t, ruleSet(t, old, iptables.IPv6)),
+			"ip6tables-nft-save": saveOf(t, ruleSet(t, old, plan.IPv6)),
 		})
 		w.exec.fail["ip6tables-nft-restore"] = []string{restoreFailure}
 		err := w.executor(iptables.Options{}).Apply(context.Background(), p)
@@ -634,8 +645,8 @@ func TestApplyRestoreFailure(t *testing.T) {
 			bins = append(bins, c.Bin)
 		}
 		assert.Equal(t, []string{"iptables-nft-restore", "ip6tables-nft-restore", "ip6tables-nft-restore", "iptables-nft-restore"}, bins)
-		removes(t, w.exec.calls[2].Stdin, ruleSet(t, tp, iptables.IPv6))
-		removes(t, w.exec.calls[3].Stdin, ruleSet(t, tp, iptables.IPv4))
+		removes(t, w.exec.calls[2].Stdin, ruleSet(t, tp, plan.IPv6))
+		removes(t, w.exec.calls[3].Stdin, ruleSet(t, tp, plan.IPv4))
 	})
 
 	t.Run("rollback refused too: both errors reported", func(t *testing.T) {
@@ -727,8 +738,8 @@ func TestBackendChoice(t *testing.T) {
 			require.NoError(t, w.executor(iptables.Options{Mode: tc.mode}).Apply(context.Background(), p))
 			restores := w.calls("restore")
 			require.NotEmpty(t, restores)
-			assert.Equal(t, restoreBin(iptables.IPv4, tc.want), restores[0].Bin)
-			assert.Equal(t, iptables.Render(ruleSet(t, p, iptables.IPv4), iptables.Removal{}), restores[0].Stdin)
+			assert.Equal(t, restoreBin(plan.IPv4, tc.want), restores[0].Bin)
+			assert.Equal(t, plan.Render(ruleSet(t, p, plan.IPv4), plan.Removal{}), restores[0].Stdin)
 			assert.Len(t, restores, 1, "%v", restores)
 		})
 	}
@@ -739,9 +750,9 @@ func TestBackendChoice(t *testing.T) {
 		restores := w.calls("restore")
 		require.Len(t, restores, 2, "%v", restores)
 		assert.Equal(t, "iptables-legacy-restore", restores[0].Bin)
-		assert.Equal(t, iptables.Render(ruleSet(t, p, iptables.IPv4), iptables.Removal{}), restores[0].Stdin)
+		assert.Equal(t, plan.Render(ruleSet(t, p, plan.IPv4), plan.Removal{}), restores[0].Stdin)
 		assert.Equal(t, "iptables-nft-restore", restores[1].Bin)
-		assert.Equal(t, iptables.Render(iptables.RuleSet{Family: iptables.IPv4}, owned(t, iptables.IPv4, kernelSaveRedirectV4)), restores[1].Stdin)
+		assert.Equal(t, plan.Render(plan.RuleSet{Family: plan.IPv4}, owned(t, plan.IPv4, kernelSaveRedirectV4)), restores[1].Stdin)
 	})
 
 	t.Run("detection reads legacy state without creating anything", func(t *testing.T) {
@@ -762,7 +773,7 @@ func TestMissingBinaries(t *testing.T) {
 		mode      iptables.BackendMode
 		installed []string
 		saves     map[string]string
-		plan      iptables.Plan
+		plan      plan.Plan
 		names     []string // binaries the error must name
 	}{
 		{name: "nothing installed", installed: nil, plan: redirect4, names: []string{"iptables-nft-restore"}},
@@ -809,9 +820,9 @@ func count(list []string, s string) int {
 func TestCleanup(t *testing.T) {
 	tproxy46 := build(t, tproxyDefault, ipv6(true))
 	redirect4 := build(t, redirectDefault)
-	nft4 := saveOf(t, ruleSet(t, tproxy46, iptables.IPv4), foreignNat...)
-	nft6 := saveOf(t, ruleSet(t, tproxy46, iptables.IPv6))
-	legacy4 := saveOf(t, ruleSet(t, redirect4, iptables.IPv4))
+	nft4 := saveOf(t, ruleSet(t, tproxy46, plan.IPv4), foreignNat...)
+	nft6 := saveOf(t, ruleSet(t, tproxy46, plan.IPv6))
+	legacy4 := saveOf(t, ruleSet(t, redirect4, plan.IPv4))
 
 	t.Run("owned objects in both flavours and both families", func(t *testing.T) {
 		w := newWorld(t, allBinaries, map[string]string{
@@ -820,9 +831,9 @@ func TestCleanup(t *testing.T) {
 		})
 		require.NoError(t, w.executor(iptables.Options{}).Cleanup(context.Background()))
 		want := map[string]string{
-			"iptables-nft-restore":    iptables.Render(iptables.RuleSet{Family: iptables.IPv4}, owned(t, iptables.IPv4, nft4)),
-			"ip6tables-nft-restore":   iptables.Render(iptables.RuleSet{Family: iptables.IPv6}, owned(t, iptables.IPv6, nft6)),
-			"iptables-legacy-restore": iptables.Render(iptables.RuleSet{Family: iptables.IPv4}, owned(t, iptables.IPv4, legacy4)),
+			"iptables-nft-restore":    plan.Render(plan.RuleSet{Family: plan.IPv4}, owned(t, plan.IPv4, nft4)),
+			"ip6tables-nft-restore":   plan.Render(plan.RuleSet{Family: plan.IPv6}, owned(t, plan.IPv6, nft6)),
+			"iptables-legacy-restore": plan.Render(plan.RuleSet{Family: plan.IPv4}, owned(t, plan.IPv4, legacy4)),
 		}
 		got := map[string]string{}
 		for _, c := range w.calls("restore") {
@@ -832,7 +843,7 @@ func TestCleanup(t *testing.T) {
 			assert.False(t, dup, "%s ran twice", c.Bin)
 			got[c.Bin] = c.Stdin
 			assert.NotContains(t, c.Stdin, "KUBE-TEST")
-			removes(t, c.Stdin, iptables.RuleSet{})
+			removes(t, c.Stdin, plan.RuleSet{})
 		}
 		assert.Equal(t, want, got, "one removal per flavour and family holding our rules; none for the foreign-only table")
 		assert.Contains(t, got["iptables-nft-restore"], "-X ISTIO_TPROXY")
@@ -841,7 +852,7 @@ func TestCleanup(t *testing.T) {
 		assert.Equal(t, []string{testNetns}, w.kernel.doPaths)
 		assert.Empty(t, w.kernel.outside)
 		for _, d := range w.kernel.deletes {
-			assert.Subset(t, []iptables.Table{iptables.TableNat, iptables.TableMangle}, d.Tables)
+			assert.Subset(t, []plan.Table{plan.TableNat, plan.TableMangle}, d.Tables)
 		}
 	})
 

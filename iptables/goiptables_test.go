@@ -13,6 +13,7 @@ import (
 
 	"github.com/mesh-init/istio-iptables/capture"
 	"github.com/mesh-init/istio-iptables/iptables"
+	"github.com/mesh-init/istio-iptables/plan"
 )
 
 // TestKernelGoIptablesView reads the applied rules back through
@@ -42,7 +43,7 @@ func TestKernelGoIptablesView(t *testing.T) {
 					if err != nil {
 						return err
 					}
-					for _, tab := range []iptables.Table{iptables.TableNat, iptables.TableMangle, iptables.TableRaw} {
+					for _, tab := range []plan.Table{plan.TableNat, plan.TableMangle, plan.TableRaw} {
 						if !hasTable(rs, tab) {
 							continue
 						}
@@ -63,7 +64,7 @@ func TestKernelGoIptablesView(t *testing.T) {
 						}
 					}
 					for _, r := range rs.Rules {
-						if iptables.Chain(r.Target()).Owned() && iptables.Builtin(r.Table, r.Chain) {
+						if plan.Chain(r.Target()).Owned() && plan.Builtin(r.Table, r.Chain) {
 							ok, err := ipt.Exists(string(r.Table), string(r.Chain), r.Args...)
 							if err != nil {
 								return err
@@ -101,7 +102,7 @@ func TestKernelGoIptablesView(t *testing.T) {
 	}
 }
 
-func hasTable(rs iptables.RuleSet, t iptables.Table) bool {
+func hasTable(rs plan.RuleSet, t plan.Table) bool {
 	for _, x := range rs.Tables() {
 		if x == t {
 			return true
@@ -112,9 +113,9 @@ func hasTable(rs iptables.RuleSet, t iptables.Table) bool {
 
 // newGoIptables returns go-iptables for the family, on the nft flavour the
 // executor picks in a fresh namespace.
-func newGoIptables(f iptables.Family) (*goipt.IPTables, error) {
+func newGoIptables(f plan.Family) (*goipt.IPTables, error) {
 	proto, path := goipt.ProtocolIPv4, "/usr/sbin/iptables-nft"
-	if f == iptables.IPv6 {
+	if f == plan.IPv6 {
 		proto, path = goipt.ProtocolIPv6, "/usr/sbin/ip6tables-nft"
 	}
 	return goipt.New(goipt.IPFamily(proto), goipt.Path(path), goipt.Timeout(5))

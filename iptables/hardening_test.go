@@ -19,10 +19,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mesh-init/istio-iptables/internal/plantest"
+	"github.com/mesh-init/istio-iptables/plan"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-
-	"github.com/mesh-init/istio-iptables/iptables"
 )
 
 // Hardening tests of the built binary in real namespaces (issue 7): a
@@ -35,14 +35,14 @@ import (
 // the ISTIO chains and every rule of nat and mangle, chain by chain, as
 // the nft flavour saves them; and the TPROXY routing separately.
 type kstate struct {
-	rules   map[iptables.Family]string
+	rules   map[plan.Family]string
 	routing string
 }
 
 func readKState(t *testing.T, n testNS) kstate {
 	t.Helper()
-	s := kstate{rules: map[iptables.Family]string{}}
-	for _, f := range []iptables.Family{iptables.IPv4, iptables.IPv6} {
+	s := kstate{rules: map[plan.Family]string{}}
+	for _, f := range []plan.Family{plan.IPv4, plan.IPv6} {
 		saved := n.parsed(t, f, "nft")
 		lines := chainLines(saved, nil)
 		var b strings.Builder
@@ -73,7 +73,7 @@ func readKState(t *testing.T, n testNS) kstate {
 }
 
 func (s kstate) String() string {
-	return fmt.Sprintf("ipv4:\n%s\nipv6:\n%s\nrouting:\n%s", s.rules[iptables.IPv4], s.rules[iptables.IPv6], s.routing)
+	return fmt.Sprintf("ipv4:\n%s\nipv6:\n%s\nrouting:\n%s", s.rules[plan.IPv4], s.rules[plan.IPv6], s.routing)
 }
 
 // liveInGroup reports whether a process of group pgid is still running
@@ -173,8 +173,8 @@ func TestHardeningKillDuringApply(t *testing.T) {
 		}
 
 		got := readKState(t, n)
-		fam := map[iptables.Family]string{}
-		for _, f := range []iptables.Family{iptables.IPv4, iptables.IPv6} {
+		fam := map[plan.Family]string{}
+		for _, f := range []plan.Family{plan.IPv4, plan.IPv6} {
 			switch got.rules[f] {
 			case old.rules[f]:
 				fam[f] = "old"
@@ -192,16 +192,16 @@ func TestHardeningKillDuringApply(t *testing.T) {
 			outcome = "finished before the kill"
 			assert.Zero(t, ws.ExitStatus(), "run %d: %s", run, stderr.String())
 			assert.Equal(t, want.String(), got.String(), "run %d finished", run)
-		case fam[iptables.IPv4] != fam[iptables.IPv6]:
+		case fam[plan.IPv4] != fam[plan.IPv6]:
 			outcome = "families differ"
-			mixed = append(mixed, fmt.Sprintf("run %d %d→%d after %v: ipv4 %s, ipv6 %s", run, oldI, newI, delay, fam[iptables.IPv4], fam[iptables.IPv6]))
-		case fam[iptables.IPv4] == "old" && stderr.Len() == 0:
+			mixed = append(mixed, fmt.Sprintf("run %d %d→%d after %v: ipv4 %s, ipv6 %s", run, oldI, newI, delay, fam[plan.IPv4], fam[plan.IPv6]))
+		case fam[plan.IPv4] == "old" && stderr.Len() == 0:
 			outcome = "old (killed before start)"
 		default:
-			outcome = fam[iptables.IPv4]
+			outcome = fam[plan.IPv4]
 		}
 		outcomes[outcome]++
-		if killed && fam[iptables.IPv4] == "new" && fam[iptables.IPv6] == "new" && got.routing != want.routing {
+		if killed && fam[plan.IPv4] == "new" && fam[plan.IPv6] == "new" && got.routing != want.routing {
 			routingBehind++
 		}
 
@@ -257,7 +257,7 @@ func TestHardeningLockContention(t *testing.T) {
 		require.Zero(t, r.code, r.stderr)
 		assert.Greater(t, r.took, 1500*time.Millisecond, "the apply did not wait for the lock")
 		t.Logf("legacy apply with the lock held 2 s took %v", r.took.Round(time.Millisecond))
-		s := n.parsed(t, iptables.IPv4, "legacy")
+		s := n.parsed(t, plan.IPv4, "legacy")
 		assert.NotEmpty(t, ownedChains(s))
 	})
 
@@ -362,11 +362,11 @@ exit 1
 
 // dryRunPlan reads the binary's dry run back into a plan: the rule sets
 // and the TPROXY routes and address it prints as ip commands.
-func dryRunPlan(t *testing.T, bin string, cfg []string) iptables.Plan {
+func dryRunPlan(t *testing.T, bin string, cfg []string) plan.Plan {
 	t.Helper()
 	r := runBinary(t, bin, nil, append([]string{"-n"}, cfg...)...)
 	require.Zero(t, r.code, r.stderr)
-	p := iptables.Plan{RuleSets: parseRestoreText(t, r.stdout)}
+	p := plan.Plan{RuleSets: plantest.ParseDryRun(t, r.stdout)}
 	for _, l := range strings.Split(r.stdout, "\n") {
 		var fam, mark, table string
 		f := strings.Fields(l)
@@ -376,7 +376,7 @@ func dryRunPlan(t *testing.T, bin string, cfg []string) iptables.Plan {
 		case len(f) == 8 && f[1] == "-6" && f[2] == "rule":
 			fam, mark, table = "ipv6", f[5], f[7]
 		case strings.HasPrefix(l, "ip -6 addr add ::6/128 dev lo"):
-			p.Addrs = append(p.Addrs, iptables.Addr{Dev: "lo", Prefix: netip.MustParsePrefix("::6/128")})
+			p.Addrs = append(p.Addrs, plan.Addr{Dev: "lo", Prefix: netip.MustParsePrefix("::6/128")})
 			continue
 		default:
 			continue
@@ -385,7 +385,7 @@ func dryRunPlan(t *testing.T, bin string, cfg []string) iptables.Plan {
 		require.NoError(t, err, "%q", l)
 		tb, err := strconv.Atoi(table)
 		require.NoError(t, err, "%q", l)
-		p.Routes = append(p.Routes, iptables.Route{Family: iptables.Family(fam), Mark: uint32(m), Table: tb})
+		p.Routes = append(p.Routes, plan.Route{Family: plan.Family(fam), Mark: uint32(m), Table: tb})
 	}
 	return p
 }
@@ -407,7 +407,7 @@ func TestHardeningConcurrentNamespaces(t *testing.T) {
 		n      testNS
 		cfg    []string
 		legacy bool
-		plan   iptables.Plan
+		plan   plan.Plan
 		res    binResult
 	}
 	pods := make([]*pod, count)
@@ -463,7 +463,7 @@ func TestHardeningConcurrentNamespaces(t *testing.T) {
 			flavour, other = other, flavour
 		}
 		assertHolds(t, p.n, flavour, p.plan)
-		assertHolds(t, p.n, other, iptables.Plan{})
+		assertHolds(t, p.n, other, plan.Plan{})
 		assertRouting(t, p.n, p.plan)
 		if t.Failed() {
 			t.Fatalf("namespace %d (%s) does not hold its plan", i, strings.Join(p.cfg, " "))

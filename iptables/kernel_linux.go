@@ -15,6 +15,7 @@ import (
 
 	"github.com/google/nftables"
 	mdnetlink "github.com/mdlayher/netlink"
+	"github.com/mesh-init/istio-iptables/plan"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -65,9 +66,9 @@ func (linuxKernel) Do(path string, fn func() error) error {
 
 // LegacyTables reads the legacy tables of this thread's namespace. The
 // file only lists tables that exist, and reading it creates none.
-func (linuxKernel) LegacyTables(f Family) ([]string, error) {
+func (linuxKernel) LegacyTables(f plan.Family) ([]string, error) {
 	name := "/proc/thread-self/net/ip_tables_names"
-	if f == IPv6 {
+	if f == plan.IPv6 {
 		name = "/proc/thread-self/net/ip6_tables_names"
 	}
 	b, err := os.ReadFile(name)
@@ -93,8 +94,8 @@ func nftConn() (*nftables.Conn, func(), error) {
 	return c, func() { c.CloseLasting() }, nil
 }
 
-func nftFamily(f Family) nftables.TableFamily {
-	if f == IPv6 {
+func nftFamily(f plan.Family) nftables.TableFamily {
+	if f == plan.IPv6 {
 		return nftables.TableFamilyIPv6
 	}
 	return nftables.TableFamilyIPv4
@@ -102,7 +103,7 @@ func nftFamily(f Family) nftables.TableFamily {
 
 // NftTables lists the nf_tables tables of both IP families over netlink,
 // in one dump.
-func (linuxKernel) NftTables() (map[Family][]string, error) {
+func (linuxKernel) NftTables() (map[plan.Family][]string, error) {
 	c, done, err := nftConn()
 	if err != nil {
 		return nil, err
@@ -112,13 +113,13 @@ func (linuxKernel) NftTables() (map[Family][]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list nftables tables: %w", err)
 	}
-	out := map[Family][]string{}
+	out := map[plan.Family][]string{}
 	for _, t := range tables {
 		switch t.Family {
 		case nftables.TableFamilyIPv4:
-			out[IPv4] = append(out[IPv4], t.Name)
+			out[plan.IPv4] = append(out[plan.IPv4], t.Name)
 		case nftables.TableFamilyIPv6:
-			out[IPv6] = append(out[IPv6], t.Name)
+			out[plan.IPv6] = append(out[plan.IPv6], t.Name)
 		}
 	}
 	return out, nil
@@ -216,7 +217,7 @@ func (linuxKernel) SetNftMarker(name string) error {
 // DeleteEmptyNftTables deletes the named tables when they hold only base
 // chains with no rule and an accept policy: removing such a table changes
 // nothing for a packet, and leaves the namespace as it was before a run.
-func (linuxKernel) DeleteEmptyNftTables(f Family, tables []Table) error {
+func (linuxKernel) DeleteEmptyNftTables(f plan.Family, tables []plan.Table) error {
 	if len(tables) == 0 {
 		return nil
 	}
@@ -266,8 +267,8 @@ func (linuxKernel) DeleteEmptyNftTables(f Family, tables []Table) error {
 	return nil
 }
 
-func nlFamily(f Family) int {
-	if f == IPv6 {
+func nlFamily(f plan.Family) int {
+	if f == plan.IPv6 {
 		return netlink.FAMILY_V6
 	}
 	return netlink.FAMILY_V4
@@ -289,7 +290,7 @@ func retry[T any](list func() ([]T, error)) ([]T, error) {
 // exactly addrs (only ::6/128 on lo is ever ours). A TPROXY route of an
 // earlier run is recognised as a `fwmark M lookup T` rule whose table T
 // holds only `local default dev lo`.
-func (linuxKernel) SyncRoutes(routes []Route, addrs []Addr) error {
+func (linuxKernel) SyncRoutes(routes []plan.Route, addrs []plan.Addr) error {
 	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {
 		return fmt.Errorf("netlink: %w", err)
@@ -314,8 +315,8 @@ func (linuxKernel) SyncRoutes(routes []Route, addrs []Addr) error {
 	return err
 }
 
-func syncRouting(h *netlink.Handle, lo netlink.Link, routes []Route, addrs []Addr) error {
-	for _, f := range []Family{IPv4, IPv6} {
+func syncRouting(h *netlink.Handle, lo netlink.Link, routes []plan.Route, addrs []plan.Addr) error {
+	for _, f := range []plan.Family{plan.IPv4, plan.IPv6} {
 		if err := syncFamilyRoutes(h, lo, f, routes); err != nil {
 			return err
 		}
@@ -324,9 +325,9 @@ func syncRouting(h *netlink.Handle, lo netlink.Link, routes []Route, addrs []Add
 }
 
 // currentRouting reads the TPROXY routing and owned addresses there now.
-func currentRouting(h *netlink.Handle, lo netlink.Link) ([]Route, []Addr, error) {
-	var routes []Route
-	for _, f := range []Family{IPv4, IPv6} {
+func currentRouting(h *netlink.Handle, lo netlink.Link) ([]plan.Route, []plan.Addr, error) {
+	var routes []plan.Route
+	for _, f := range []plan.Family{plan.IPv4, plan.IPv6} {
 		rules, err := retry(func() ([]netlink.Rule, error) { return h.RuleList(nlFamily(f)) })
 		if err != nil {
 			return nil, nil, fmt.Errorf("list %s rules: %w", f, err)
@@ -339,8 +340,8 @@ func currentRouting(h *netlink.Handle, lo netlink.Link) ([]Route, []Addr, error)
 			if err != nil {
 				return nil, nil, err
 			}
-			if ours && !slices.Contains(routes, Route{Family: f, Mark: r.Mark, Table: r.Table}) {
-				routes = append(routes, Route{Family: f, Mark: r.Mark, Table: r.Table})
+			if ours && !slices.Contains(routes, plan.Route{Family: f, Mark: r.Mark, Table: r.Table}) {
+				routes = append(routes, plan.Route{Family: f, Mark: r.Mark, Table: r.Table})
 			}
 		}
 	}
@@ -348,27 +349,27 @@ func currentRouting(h *netlink.Handle, lo netlink.Link) ([]Route, []Addr, error)
 	if err != nil {
 		return nil, nil, fmt.Errorf("list addresses of lo: %w", err)
 	}
-	var addrs []Addr
+	var addrs []plan.Addr
 	for _, a := range have {
 		if p, ok := netip.AddrFromSlice(a.IP); ok {
 			ones, _ := a.Mask.Size()
 			if pfx := netip.PrefixFrom(p.Unmap(), ones); slices.Contains(ownedAddrs, pfx) {
-				addrs = append(addrs, Addr{Dev: "lo", Prefix: pfx})
+				addrs = append(addrs, plan.Addr{Dev: "lo", Prefix: pfx})
 			}
 		}
 	}
 	return routes, addrs, nil
 }
 
-func defaultDst(f Family) *net.IPNet {
-	if f == IPv6 {
+func defaultDst(f plan.Family) *net.IPNet {
+	if f == plan.IPv6 {
 		return &net.IPNet{IP: net.IPv6zero, Mask: net.CIDRMask(0, 128)}
 	}
 	return &net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}
 }
 
 // tproxyTable reports whether table t holds only `local default dev lo`.
-func tproxyTable(h *netlink.Handle, lo netlink.Link, f Family, t int) (bool, error) {
+func tproxyTable(h *netlink.Handle, lo netlink.Link, f plan.Family, t int) (bool, error) {
 	rs, err := retry(func() ([]netlink.Route, error) {
 		return h.RouteListFiltered(nlFamily(f), &netlink.Route{Table: t}, netlink.RT_FILTER_TABLE)
 	})
@@ -386,8 +387,8 @@ func tproxyTable(h *netlink.Handle, lo netlink.Link, f Family, t int) (bool, err
 	return r.Type == unix.RTN_LOCAL && r.LinkIndex == lo.Attrs().Index && (r.Dst == nil || ones == 0), nil
 }
 
-func syncFamilyRoutes(h *netlink.Handle, lo netlink.Link, f Family, routes []Route) error {
-	var want []Route
+func syncFamilyRoutes(h *netlink.Handle, lo netlink.Link, f plan.Family, routes []plan.Route) error {
+	var want []plan.Route
 	for _, r := range routes {
 		if r.Family == f {
 			want = append(want, r)
@@ -398,7 +399,7 @@ func syncFamilyRoutes(h *netlink.Handle, lo netlink.Link, f Family, routes []Rou
 		return fmt.Errorf("list %s rules: %w", f, err)
 	}
 	wanted := func(mark uint32, table int) bool {
-		return slices.ContainsFunc(want, func(r Route) bool { return r.Mark == mark && r.Table == table })
+		return slices.ContainsFunc(want, func(r plan.Route) bool { return r.Mark == mark && r.Table == table })
 	}
 	have := map[[2]int]bool{}
 	for _, r := range rules {
@@ -420,7 +421,7 @@ func syncFamilyRoutes(h *netlink.Handle, lo netlink.Link, f Family, routes []Rou
 		if err := h.RuleDel(&r); err != nil && !errors.Is(err, unix.ENOENT) {
 			return fmt.Errorf("delete %s rule fwmark %d lookup %d: %w", f, r.Mark, r.Table, err)
 		}
-		if !wanted(r.Mark, r.Table) && !slices.ContainsFunc(want, func(w Route) bool { return w.Table == r.Table }) {
+		if !wanted(r.Mark, r.Table) && !slices.ContainsFunc(want, func(w plan.Route) bool { return w.Table == r.Table }) {
 			err := h.RouteDel(&netlink.Route{LinkIndex: lo.Attrs().Index, Table: r.Table, Type: unix.RTN_LOCAL, Dst: defaultDst(f), Scope: netlink.SCOPE_HOST})
 			if err != nil && !errors.Is(err, unix.ESRCH) && !errors.Is(err, unix.ENOENT) {
 				return fmt.Errorf("delete %s local default route of table %d: %w", f, r.Table, err)
@@ -451,7 +452,7 @@ func syncFamilyRoutes(h *netlink.Handle, lo netlink.Link, f Family, routes []Rou
 // ownedAddrs are the addresses this tool may put on lo.
 var ownedAddrs = []netip.Prefix{netip.MustParsePrefix("::6/128")}
 
-func syncAddrs(h *netlink.Handle, lo netlink.Link, addrs []Addr) error {
+func syncAddrs(h *netlink.Handle, lo netlink.Link, addrs []plan.Addr) error {
 	for _, a := range addrs {
 		if a.Dev != "lo" || !slices.Contains(ownedAddrs, a.Prefix) {
 			return fmt.Errorf("address %s on %s is not one this tool manages", a.Prefix, a.Dev)
@@ -472,7 +473,7 @@ func syncAddrs(h *netlink.Handle, lo netlink.Link, addrs []Addr) error {
 		}
 		ones, _ := a.Mask.Size()
 		pfx := netip.PrefixFrom(p.Unmap(), ones)
-		if !slices.Contains(ownedAddrs, pfx) || slices.ContainsFunc(addrs, func(w Addr) bool { return w.Prefix == pfx }) {
+		if !slices.Contains(ownedAddrs, pfx) || slices.ContainsFunc(addrs, func(w plan.Addr) bool { return w.Prefix == pfx }) {
 			continue
 		}
 		if err := h.AddrDel(lo, &a); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {

@@ -5,6 +5,8 @@ package iptables
 import (
 	"errors"
 	"runtime"
+
+	"github.com/mesh-init/istio-iptables/plan"
 )
 
 // ErrUnsupported is returned by every kernel operation off Linux.
@@ -14,11 +16,11 @@ type otherKernel struct{}
 
 func newKernel() kernel { return otherKernel{} }
 
-func (otherKernel) Do(string, func() error) error              { return ErrUnsupported }
-func (otherKernel) LegacyTables(Family) ([]string, error)      { return nil, ErrUnsupported }
-func (otherKernel) NftTables() (map[Family][]string, error)    { return nil, ErrUnsupported }
-func (otherKernel) DeleteEmptyNftTables(Family, []Table) error { return ErrUnsupported }
-func (otherKernel) SyncRoutes([]Route, []Addr) error           { return ErrUnsupported }
+func (otherKernel) Do(string, func() error) error                        { return ErrUnsupported }
+func (otherKernel) LegacyTables(plan.Family) ([]string, error)           { return nil, ErrUnsupported }
+func (otherKernel) NftTables() (map[plan.Family][]string, error)         { return nil, ErrUnsupported }
+func (otherKernel) DeleteEmptyNftTables(plan.Family, []plan.Table) error { return ErrUnsupported }
+func (otherKernel) SyncRoutes([]plan.Route, []plan.Addr) error           { return ErrUnsupported }
 
 func (otherKernel) NftMarkers() ([]string, uint32, error) { return nil, 0, ErrUnsupported }
 func (otherKernel) SetNftMarker(string) error             { return ErrUnsupported }

@@ -27,6 +27,7 @@ import (
 
 	"github.com/mesh-init/istio-iptables/capture"
 	"github.com/mesh-init/istio-iptables/iptables"
+	"github.com/mesh-init/istio-iptables/plan"
 )
 
 // Kernel tests: the real executor (NewExecutor, in process) and the real
@@ -135,22 +136,22 @@ func cleanSave(s string) string {
 	return strings.Join(out, "\n")
 }
 
-func saveTool(f iptables.Family, flavour string) string {
-	if f == iptables.IPv6 {
+func saveTool(f plan.Family, flavour string) string {
+	if f == plan.IPv6 {
 		return "ip6tables-" + flavour + "-save"
 	}
 	return "iptables-" + flavour + "-save"
 }
 
 // save returns a flavour's saved state of a family, comments dropped.
-func (n testNS) save(t *testing.T, f iptables.Family, flavour string) string {
+func (n testNS) save(t *testing.T, f plan.Family, flavour string) string {
 	t.Helper()
 	return cleanSave(n.run(t, "", saveTool(f, flavour)))
 }
 
-func (n testNS) parsed(t *testing.T, f iptables.Family, flavour string) iptables.Saved {
+func (n testNS) parsed(t *testing.T, f plan.Family, flavour string) plan.Saved {
 	t.Helper()
-	s, err := iptables.ParseSave(n.save(t, f, flavour))
+	s, err := plan.ParseSave(n.save(t, f, flavour))
 	require.NoError(t, err)
 	return s
 }
@@ -218,7 +219,7 @@ func assertSnapshot(t *testing.T, want, got snapshot, msg string) {
 
 // chainLines maps "table/chain" to its rules as save lines, in order;
 // filter keeps the lines to compare (nil keeps all).
-func chainLines(s iptables.Saved, keep func(string) bool) map[string][]string {
+func chainLines(s plan.Saved, keep func(string) bool) map[string][]string {
 	out := map[string][]string{}
 	for _, st := range s.Tables {
 		if st.Name == "filter" || st.Name == "security" {
@@ -237,13 +238,13 @@ func chainLines(s iptables.Saved, keep func(string) bool) map[string][]string {
 
 // planLines is chainLines for what rs writes into a clean namespace, each
 // rule canonicalized with iptables.Canonical.
-func planLines(t *testing.T, rs iptables.RuleSet) map[string][]string {
+func planLines(t *testing.T, rs plan.RuleSet) map[string][]string {
 	t.Helper()
 	out := map[string][]string{}
-	chains := map[iptables.Table][]iptables.Chain{
-		iptables.TableNat:    {"PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"},
-		iptables.TableMangle: {"PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"},
-		iptables.TableRaw:    {"PREROUTING", "OUTPUT"},
+	chains := map[plan.Table][]plan.Chain{
+		plan.TableNat:    {"PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"},
+		plan.TableMangle: {"PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"},
+		plan.TableRaw:    {"PREROUTING", "OUTPUT"},
 	}
 	for _, tc := range rs.Chains {
 		chains[tc.Table] = append(chains[tc.Table], tc.Chain)
@@ -251,7 +252,7 @@ func planLines(t *testing.T, rs iptables.RuleSet) map[string][]string {
 	for tab, cs := range chains {
 		for _, c := range cs {
 			for _, r := range rs.ChainRules(tab, c) {
-				args, err := iptables.Canonical(rs.Family, r.Args)
+				args, err := plan.Canonical(rs.Family, r.Args)
 				require.NoError(t, err)
 				k := string(tab) + "/" + string(c)
 				out[k] = append(out[k], "-A "+string(c)+" "+args)
@@ -261,7 +262,7 @@ func planLines(t *testing.T, rs iptables.RuleSet) map[string][]string {
 	return out
 }
 
-func ownedChains(s iptables.Saved) []string {
+func ownedChains(s plan.Saved) []string {
 	var out []string
 	for _, st := range s.Tables {
 		for _, c := range st.Chains {
@@ -274,7 +275,7 @@ func ownedChains(s iptables.Saved) []string {
 	return out
 }
 
-func planChains(rs iptables.RuleSet) []string {
+func planChains(rs plan.RuleSet) []string {
 	var out []string
 	for _, tc := range rs.Chains {
 		out = append(out, tc.String())
@@ -294,13 +295,13 @@ func foreign(l string) bool { return !ours(l) }
 // assertHolds checks that a flavour of the namespace holds exactly the
 // plan, chain by chain, in order; a family without a rule set holds
 // nothing of ours.
-func assertHolds(t *testing.T, n testNS, flavour string, p iptables.Plan) {
+func assertHolds(t *testing.T, n testNS, flavour string, p plan.Plan) {
 	t.Helper()
-	for _, f := range []iptables.Family{iptables.IPv4, iptables.IPv6} {
+	for _, f := range []plan.Family{plan.IPv4, plan.IPv6} {
 		s := n.parsed(t, f, flavour)
 		rs, ok := p.RuleSet(f)
 		if !ok {
-			rs = iptables.RuleSet{Family: f}
+			rs = plan.RuleSet{Family: f}
 		}
 		assert.Equal(t, planChains(rs), ownedChains(s), "%s %s: ISTIO chains", flavour, f)
 		assert.Equal(t, planLines(t, rs), chainLines(s, ours), "%s %s: rules per chain", flavour, f)
@@ -310,15 +311,15 @@ func assertHolds(t *testing.T, n testNS, flavour string, p iptables.Plan) {
 // assertRouting checks the TPROXY policy routing and ::6 of the plan: one
 // `fwmark M lookup T` rule per family, the local default route, the
 // address; none of them without the plan asking.
-func assertRouting(t *testing.T, n testNS, p iptables.Plan) {
+func assertRouting(t *testing.T, n testNS, p plan.Plan) {
 	t.Helper()
-	for _, f := range []iptables.Family{iptables.IPv4, iptables.IPv6} {
+	for _, f := range []plan.Family{plan.IPv4, plan.IPv6} {
 		flag := "-4"
-		if f == iptables.IPv6 {
+		if f == plan.IPv6 {
 			flag = "-6"
 		}
 		rules := n.run(t, "", "ip", flag, "rule")
-		var want []iptables.Route
+		var want []plan.Route
 		for _, r := range p.Routes {
 			if r.Family == f {
 				want = append(want, r)
@@ -389,7 +390,7 @@ func (n testNS) executor(t *testing.T, mode iptables.BackendMode, rec *recorder)
 	return ex
 }
 
-func (n testNS) apply(t *testing.T, p iptables.Plan) {
+func (n testNS) apply(t *testing.T, p plan.Plan) {
 	t.Helper()
 	require.NoError(t, n.executor(t, iptables.BackendAuto, nil).Apply(context.Background(), p))
 }
@@ -456,11 +457,11 @@ func TestKernelGoldenConfigs(t *testing.T) {
 			t.Run("executor", func(t *testing.T) {
 				t.Parallel()
 				n := newNS(t)
-				legacyBefore := [2]string{n.save(t, iptables.IPv4, "legacy"), n.save(t, iptables.IPv6, "legacy")}
+				legacyBefore := [2]string{n.save(t, plan.IPv4, "legacy"), n.save(t, plan.IPv6, "legacy")}
 				n.apply(t, p)
 				assertHolds(t, n, "nft", p)
 				assertRouting(t, n, p)
-				assert.Equal(t, legacyBefore, [2]string{n.save(t, iptables.IPv4, "legacy"), n.save(t, iptables.IPv6, "legacy")},
+				assert.Equal(t, legacyBefore, [2]string{n.save(t, plan.IPv4, "legacy"), n.save(t, plan.IPv6, "legacy")},
 					"the nft choice created legacy tables")
 			})
 			t.Run("dry-run text with iptables-restore", func(t *testing.T) {
@@ -468,10 +469,10 @@ func TestKernelGoldenConfigs(t *testing.T) {
 				n := newNS(t)
 				for _, rs := range p.RuleSets {
 					tool := "iptables-restore"
-					if rs.Family == iptables.IPv6 {
+					if rs.Family == plan.IPv6 {
 						tool = "ip6tables-restore"
 					}
-					n.run(t, iptables.Render(rs, iptables.Removal{}), tool, "--noflush")
+					n.run(t, plan.Render(rs, plan.Removal{}), tool, "--noflush")
 				}
 				assertHolds(t, n, "nft", p)
 			})
@@ -497,7 +498,7 @@ func TestKernelRerun(t *testing.T) {
 			t.Parallel()
 			p := build(t, tc.opts...)
 			n := newNS(t)
-			legacyBefore := [2]string{n.save(t, iptables.IPv4, "legacy"), n.save(t, iptables.IPv6, "legacy")}
+			legacyBefore := [2]string{n.save(t, plan.IPv4, "legacy"), n.save(t, plan.IPv6, "legacy")}
 			var once snapshot
 			for i := range 3 {
 				rec := &recorder{}
@@ -513,7 +514,7 @@ func TestKernelRerun(t *testing.T) {
 			if tc.mode == iptables.BackendLegacy {
 				flavour = "legacy"
 			} else {
-				assert.Equal(t, legacyBefore, [2]string{n.save(t, iptables.IPv4, "legacy"), n.save(t, iptables.IPv6, "legacy")},
+				assert.Equal(t, legacyBefore, [2]string{n.save(t, plan.IPv4, "legacy"), n.save(t, plan.IPv6, "legacy")},
 					"iptables-legacy-save / ip6tables-legacy-save changed")
 			}
 			assertHolds(t, n, flavour, p)
@@ -571,9 +572,9 @@ func TestKernelChangeFlags(t *testing.T) {
 // jumped to from OUTPUT, holding a rule, and a mangle PREROUTING rule.
 func foreignSetup(t *testing.T, n testNS, tool string) {
 	t.Helper()
-	for _, f := range []iptables.Family{iptables.IPv4, iptables.IPv6} {
+	for _, f := range []plan.Family{plan.IPv4, plan.IPv6} {
 		bin := tool
-		if f == iptables.IPv6 {
+		if f == plan.IPv6 {
 			bin = strings.Replace(tool, "iptables", "ip6tables", 1)
 		}
 		n.run(t, "", bin, "-t", "nat", "-N", "KUBE-TEST")
@@ -609,26 +610,26 @@ func TestKernelForeignRules(t *testing.T) {
 			}
 			before := n.snapshot(t)
 			foreignBefore := [2]map[string][]string{
-				chainLines(n.parsed(t, iptables.IPv4, tc.flavour), foreign),
-				chainLines(n.parsed(t, iptables.IPv6, tc.flavour), foreign),
+				chainLines(n.parsed(t, plan.IPv4, tc.flavour), foreign),
+				chainLines(n.parsed(t, plan.IPv6, tc.flavour), foreign),
 			}
 			require.NotEmpty(t, foreignBefore[0])
 			checkForeign := func(step string) {
 				t.Helper()
 				got := [2]map[string][]string{
-					chainLines(n.parsed(t, iptables.IPv4, tc.flavour), foreign),
-					chainLines(n.parsed(t, iptables.IPv6, tc.flavour), foreign),
+					chainLines(n.parsed(t, plan.IPv4, tc.flavour), foreign),
+					chainLines(n.parsed(t, plan.IPv6, tc.flavour), foreign),
 				}
 				assert.Equal(t, foreignBefore, got, "foreign rules after %s", step)
-				s := n.parsed(t, iptables.IPv4, tc.flavour)
-				nat, _ := s.Table(iptables.TableNat)
-				assert.Contains(t, nat.Chains, iptables.SavedChain{Name: "KUBE-TEST", Policy: "-"}, "after %s", step)
+				s := n.parsed(t, plan.IPv4, tc.flavour)
+				nat, _ := s.Table(plan.TableNat)
+				assert.Contains(t, nat.Chains, plan.SavedChain{Name: "KUBE-TEST", Policy: "-"}, "after %s", step)
 			}
 			ex := n.executor(t, iptables.BackendAuto, nil)
 			ctx := context.Background()
 			for _, step := range []struct {
 				name string
-				p    iptables.Plan
+				p    plan.Plan
 			}{
 				{"apply REDIRECT", build(t, redirectDefault, ipv6(true))},
 				{"re-apply TPROXY -c", build(t, tproxyDefault, ipv6(true), set("ExcludeInterfaces", "eth1"))},
@@ -676,11 +677,11 @@ func TestKernelLegacyDetection(t *testing.T) {
 				n.run(t, "", c...)
 			}
 			other := map[string]string{"nft": "legacy", "legacy": "nft"}[tc.want]
-			otherBefore := n.save(t, iptables.IPv4, other)
+			otherBefore := n.save(t, plan.IPv4, other)
 			n.apply(t, p)
 			assertHolds(t, n, tc.want, p)
-			assert.NotContains(t, n.save(t, iptables.IPv4, other), "ISTIO", "rules written twice")
-			assert.Equal(t, otherBefore, n.save(t, iptables.IPv4, other), "%s-save changed", other)
+			assert.NotContains(t, n.save(t, plan.IPv4, other), "ISTIO", "rules written twice")
+			assert.Equal(t, otherBefore, n.save(t, plan.IPv4, other), "%s-save changed", other)
 		})
 	}
 }
@@ -712,7 +713,7 @@ func TestKernelCallerNamespaceUntouched(t *testing.T) {
 	require.NoError(t, err)
 	assert.Error(t, ge.Apply(ctx, tp))
 	bad := build(t, redirectDefault)
-	bad.RuleSets[0].Rules = append(bad.RuleSets[0].Rules, iptables.Rule{Table: iptables.TableNat, Chain: "ISTIO_OUTPUT",
+	bad.RuleSets[0].Rules = append(bad.RuleSets[0].Rules, plan.Rule{Table: plan.TableNat, Chain: "ISTIO_OUTPUT",
 		Args: []string{"-p", "tcp", "-j", "TPROXY", "--on-port", "1", "--tproxy-mark", "1"}})
 	err = ex.Apply(ctx, bad)
 	require.Error(t, err, "TPROXY in nat must be refused by the kernel")

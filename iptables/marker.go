@@ -1,10 +1,7 @@
 package iptables
 
 import (
-	"fmt"
-	"hash/fnv"
 	"strconv"
-	"strings"
 )
 
 // MarkerPrefix starts the name of the empty nf_tables table (family inet,
@@ -15,25 +12,6 @@ import (
 // hash matches, the namespace provably holds the plan and a re-run needs
 // neither *-save nor *-restore.
 const MarkerPrefix = "istio_iptables_"
-
-// PlanHash identifies a plan: its restore text per family, its routes and
-// addresses, as the dry run prints them. FNV-1a (64 bits) is enough: the
-// hash tells plans apart, it guards against no adversary (writing the
-// marker takes NET_ADMIN in the namespace), and it keeps crypto out of the
-// binary, whose start-up time every pod pays.
-func PlanHash(p Plan) string {
-	h := fnv.New64a()
-	for _, rs := range p.RuleSets {
-		fmt.Fprintf(h, "# %s\n%s", rs.Family, Render(rs, Removal{}))
-	}
-	for _, r := range p.Routes {
-		fmt.Fprintln(h, strings.Join(r.Commands(), "\n"))
-	}
-	for _, a := range p.Addrs {
-		fmt.Fprintln(h, a.Command())
-	}
-	return fmt.Sprintf("%016x", h.Sum64())
-}
 
 // MarkerName is the marker table's name for a plan hash and generation.
 func MarkerName(hash string, gen uint32) string {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/mesh-init/istio-iptables/capture"
 	"github.com/mesh-init/istio-iptables/iptables"
+	"github.com/mesh-init/istio-iptables/plan"
 )
 
 // TestKernelMarkerFastPath: a re-run with the same plan while the
@@ -21,7 +22,7 @@ import (
 // cleanup removes the marker table.
 func TestKernelMarkerFastPath(t *testing.T) {
 	requireKernel(t)
-	build := func(o ...func(*capture.Config)) iptables.Plan {
+	build := func(o ...func(*capture.Config)) plan.Plan {
 		c := capture.DefaultConfig()
 		for _, f := range o {
 			f(&c)
@@ -33,7 +34,7 @@ func TestKernelMarkerFastPath(t *testing.T) {
 	p := build(tproxyDefault, ipv6(true))
 	n := newNS(t)
 	ctx := context.Background()
-	apply := func(p iptables.Plan) *recorder {
+	apply := func(p plan.Plan) *recorder {
 		t.Helper()
 		rec := &recorder{inner: iptables.OSExecer()}
 		require.NoError(t, n.executor(t, iptables.BackendAuto, rec).Apply(ctx, p))
@@ -53,7 +54,7 @@ func TestKernelMarkerFastPath(t *testing.T) {
 	first := apply(p)
 	assert.Equal(t, 2, first.count("-restore"), "first apply: one restore per family")
 	require.Len(t, markers(), 1)
-	assert.Contains(t, markers()[0], iptables.PlanHash(p))
+	assert.Contains(t, markers()[0], plan.Hash(p))
 
 	again := apply(p)
 	assert.Empty(t, again.argv, "unchanged re-run: no process")
@@ -67,7 +68,7 @@ func TestKernelMarkerFastPath(t *testing.T) {
 	other := build(tproxyDefault, ipv6(true), set("InboundPortsInclude", "80"))
 	changed := apply(other)
 	assert.NotEmpty(t, changed.argv, "another plan never takes the fast path")
-	assert.Contains(t, markers()[0], iptables.PlanHash(other))
+	assert.Contains(t, markers()[0], plan.Hash(other))
 
 	require.NoError(t, n.executor(t, iptables.BackendAuto, nil).Cleanup(ctx))
 	assert.Empty(t, markers(), "cleanup removes the marker")

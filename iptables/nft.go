@@ -16,6 +16,7 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
+	"github.com/mesh-init/istio-iptables/plan"
 	"golang.org/x/sys/unix"
 )
 
@@ -80,33 +81,33 @@ type NftSet struct {
 }
 
 // nftChainName is the chain of the table that stands for an iptables chain.
-func nftChainName(t Table, c Chain) string { return string(t) + "-" + string(c) }
+func nftChainName(t plan.Table, c plan.Chain) string { return string(t) + "-" + string(c) }
 
 // nftHooks are the base chains standing for the builtin chains.
-var nftHooks = map[TableChain]NftHook{
-	{TableNat, "PREROUTING"}:     {"nat", "prerouting", -100},
-	{TableNat, "INPUT"}:          {"nat", "input", 100},
-	{TableNat, "OUTPUT"}:         {"nat", "output", -100},
-	{TableNat, "POSTROUTING"}:    {"nat", "postrouting", 100},
-	{TableMangle, "PREROUTING"}:  {"filter", "prerouting", -150},
-	{TableMangle, "INPUT"}:       {"filter", "input", -150},
-	{TableMangle, "FORWARD"}:     {"filter", "forward", -150},
-	{TableMangle, "OUTPUT"}:      {"route", "output", -150},
-	{TableMangle, "POSTROUTING"}: {"filter", "postrouting", -150},
-	{TableRaw, "PREROUTING"}:     {"filter", "prerouting", -300},
-	{TableRaw, "OUTPUT"}:         {"filter", "output", -300},
+var nftHooks = map[plan.TableChain]NftHook{
+	{Table: plan.TableNat, Chain: "PREROUTING"}:     {"nat", "prerouting", -100},
+	{Table: plan.TableNat, Chain: "INPUT"}:          {"nat", "input", 100},
+	{Table: plan.TableNat, Chain: "OUTPUT"}:         {"nat", "output", -100},
+	{Table: plan.TableNat, Chain: "POSTROUTING"}:    {"nat", "postrouting", 100},
+	{Table: plan.TableMangle, Chain: "PREROUTING"}:  {"filter", "prerouting", -150},
+	{Table: plan.TableMangle, Chain: "INPUT"}:       {"filter", "input", -150},
+	{Table: plan.TableMangle, Chain: "FORWARD"}:     {"filter", "forward", -150},
+	{Table: plan.TableMangle, Chain: "OUTPUT"}:      {"route", "output", -150},
+	{Table: plan.TableMangle, Chain: "POSTROUTING"}: {"filter", "postrouting", -150},
+	{Table: plan.TableRaw, Chain: "PREROUTING"}:     {"filter", "prerouting", -300},
+	{Table: plan.TableRaw, Chain: "OUTPUT"}:         {"filter", "output", -300},
 }
 
 // NftTranslate translates a plan for the native backend. It is pure.
-func NftTranslate(p Plan) (NftRuleset, error) {
+func NftTranslate(p plan.Plan) (NftRuleset, error) {
 	if err := p.Validate(); err != nil {
 		return NftRuleset{}, fmt.Errorf("invalid plan: %w", err)
 	}
 	var out NftRuleset
 	var errs []error
-	for _, t := range []Table{TableNat, TableMangle, TableRaw} {
-		var chains []Chain
-		for _, c := range builtinChains[t] {
+	for _, t := range []plan.Table{plan.TableNat, plan.TableMangle, plan.TableRaw} {
+		var chains []plan.Chain
+		for _, c := range plan.BuiltinChains(t) {
 			for _, rs := range p.RuleSets {
 				if len(rs.ChainRules(t, c)) > 0 && !slices.Contains(chains, c) {
 					chains = append(chains, c)
@@ -122,8 +123,8 @@ func NftTranslate(p Plan) (NftRuleset, error) {
 		}
 		for _, c := range chains {
 			ch := NftChain{Name: nftChainName(t, c)}
-			if Builtin(t, c) {
-				h := nftHooks[TableChain{t, c}]
+			if plan.Builtin(t, c) {
+				h := nftHooks[plan.TableChain{Table: t, Chain: c}]
 				ch.Hook = &h
 			}
 			for _, rs := range p.RuleSets {
@@ -144,18 +145,18 @@ func NftTranslate(p Plan) (NftRuleset, error) {
 
 // specRule is a rule of a chain in its parsed form.
 type specRule struct {
-	r Rule
-	s Spec
+	r plan.Rule
+	s plan.Spec
 }
 
 // nftChainRules translates one family's rules of one chain, merging runs
 // of rules that differ only in one value into a set lookup.
-func nftChainRules(rs RuleSet, t Table, c Chain) ([]NftRule, error) {
+func nftChainRules(rs plan.RuleSet, t plan.Table, c plan.Chain) ([]NftRule, error) {
 	var srs []specRule
 	for _, r := range rs.ChainRules(t, c) {
-		s, err := ParseSpec(rs.Family, r.Args)
+		s, err := plan.ParseSpec(rs.Family, r.Args)
 		if err != nil {
-			return nil, fmt.Errorf("%s %s: rule %q: %w", rs.Family, TableChain{t, c}, r, err)
+			return nil, fmt.Errorf("%s %s: rule %q: %w", rs.Family, plan.TableChain{Table: t, Chain: c}, r, err)
 		}
 		srs = append(srs, specRule{r, s})
 	}
@@ -184,7 +185,7 @@ func nftChainRules(rs RuleSet, t Table, c Chain) ([]NftRule, error) {
 			rules, err = nftRule(rs.Family, t, srs[i].s, "", nil)
 		}
 		if err != nil {
-			return nil, fmt.Errorf("%s %s: rule %q: %w", rs.Family, TableChain{t, c}, srs[i].r, err)
+			return nil, fmt.Errorf("%s %s: rule %q: %w", rs.Family, plan.TableChain{Table: t, Chain: c}, srs[i].r, err)
 		}
 		out = append(out, rules...)
 		i = j
@@ -195,10 +196,10 @@ func nftChainRules(rs RuleSet, t Table, c Chain) ([]NftRule, error) {
 // mergeKey says whether a rule can join a set: by its destination prefix
 // ("daddr") or its single destination port ("dport"), and what the rest of
 // the rule is.
-func mergeKey(s Spec) (kind, key string, ok bool) {
+func mergeKey(s plan.Spec) (kind, key string, ok bool) {
 	if s.Dst.Prefix.IsValid() && !s.Dst.Neg && s.Dst.Prefix.Bits() > 0 {
 		rest := s
-		rest.Dst = AddrMatch{}
+		rest.Dst = plan.AddrMatch{}
 		return "daddr", rest.String(), true
 	}
 	if i := dportMatch(s); i >= 0 {
@@ -211,7 +212,7 @@ func mergeKey(s Spec) (kind, key string, ok bool) {
 
 // dportMatch finds a tcp or udp match with only a single --dport, or a
 // multiport match with only --dports (a list, iptables' 15 ports a rule).
-func dportMatch(s Spec) int {
+func dportMatch(s plan.Spec) int {
 	if (s.Proto.Name != "tcp" && s.Proto.Name != "udp") || s.Proto.Neg {
 		return -1
 	}
@@ -228,7 +229,7 @@ func dportMatch(s Spec) int {
 	return -1
 }
 
-func mergeValue(kind string, s Spec) string {
+func mergeValue(kind string, s plan.Spec) string {
 	if kind == "daddr" {
 		return s.Dst.Prefix.String()
 	}
@@ -242,14 +243,14 @@ var terminalTargets = []string{"RETURN", "ACCEPT", "DROP", "REDIRECT", "TPROXY"}
 // terminal reports whether matching two rules of a run in a row would act
 // as matching one: a terminal target, or a jump to a chain that only holds
 // terminal targets. Only such runs become sets.
-func terminal(rs RuleSet, t Table, s Spec) bool {
+func terminal(rs plan.RuleSet, t plan.Table, s plan.Spec) bool {
 	if slices.Contains(terminalTargets, s.Jump) {
 		return true
 	}
-	if !Chain(s.Jump).Owned() {
+	if !plan.Chain(s.Jump).Owned() {
 		return false
 	}
-	for _, r := range rs.ChainRules(t, Chain(s.Jump)) {
+	for _, r := range rs.ChainRules(t, plan.Chain(s.Jump)) {
 		if !slices.Contains(terminalTargets, r.Target()) {
 			return false
 		}
@@ -282,9 +283,9 @@ func u32(v uint32) []byte { return binaryutil.NativeEndian.PutUint32(v) }
 func be16(v uint16) []byte { return binaryutil.BigEndian.PutUint16(v) }
 
 // nfproto is the family guard every rule starts with.
-func nfproto(f Family) piece {
+func nfproto(f plan.Family) piece {
 	v, name := byte(unix.NFPROTO_IPV4), "ipv4"
-	if f == IPv6 {
+	if f == plan.IPv6 {
 		v, name = unix.NFPROTO_IPV6, "ipv6"
 	}
 	return piece{text: "meta nfproto " + name, exprs: []expr.Any{loadMeta(expr.MetaKeyNFPROTO), cmp(expr.CmpOpEq, []byte{v})}}
@@ -292,10 +293,10 @@ func nfproto(f Family) piece {
 
 // addrPiece matches `[!] -s|-d PREFIX`, loading only the prefix's whole
 // bytes when it ends on a byte, as nft does.
-func addrPiece(f Family, dst bool, m AddrMatch) (piece, error) {
+func addrPiece(f plan.Family, dst bool, m plan.AddrMatch) (piece, error) {
 	p := m.Prefix
 	ipName, off, n := "ip", uint32(12), uint32(4)
-	if f == IPv6 {
+	if f == plan.IPv6 {
 		ipName, off, n = "ip6", 8, 16
 	}
 	dir := "saddr"
@@ -349,7 +350,7 @@ func prefixText(p netip.Prefix) string {
 }
 
 // ifacePiece matches `[!] -i|-o NAME`; NAME+ is a prefix, as in nft's NAME*.
-func ifacePiece(out bool, m NameMatch) (piece, error) {
+func ifacePiece(out bool, m plan.NameMatch) (piece, error) {
 	key, kw := expr.MetaKeyIIFNAME, "iifname"
 	if out {
 		key, kw = expr.MetaKeyOIFNAME, "oifname"
@@ -374,7 +375,7 @@ func ifacePiece(out bool, m NameMatch) (piece, error) {
 
 var l4protos = map[string]byte{"tcp": unix.IPPROTO_TCP, "udp": unix.IPPROTO_UDP}
 
-func protoPiece(m NameMatch) (piece, error) {
+func protoPiece(m plan.NameMatch) (piece, error) {
 	v, ok := l4protos[m.Name]
 	if !ok {
 		return piece{}, fmt.Errorf("protocol %q is not tcp or udp", m.Name)
@@ -521,10 +522,10 @@ func intervalElems(ivs []interval, n int) []nftables.SetElement {
 // cidrSet builds the interval set of CIDRs of one family: overlapping and
 // adjacent prefixes joined, each interval printed as nft lists it (a
 // prefix when it is one, else a range).
-func cidrSet(f Family, vals []string) (*NftSet, []string, error) {
+func cidrSet(f plan.Family, vals []string) (*NftSet, []string, error) {
 	n := 4
 	key := nftables.TypeIPAddr
-	if f == IPv6 {
+	if f == plan.IPv6 {
 		n, key = 16, nftables.TypeIP6Addr
 	}
 	var ivs []interval
@@ -572,7 +573,7 @@ func intervalText(iv interval, n int) string {
 }
 
 // markPieces matches `-m mark|connmark [!] --mark V[/M]`.
-func markPiece(ct bool, o Opt) (piece, error) {
+func markPiece(ct bool, o plan.Opt) (piece, error) {
 	val, mask, err := parseMark(o.Value)
 	if err != nil {
 		return piece{}, err
@@ -621,7 +622,7 @@ var ctStateBits = []struct {
 	{"UNTRACKED", "untracked", expr.CtStateBitUNTRACKED},
 }
 
-func ctStatePiece(o Opt) (piece, error) {
+func ctStatePiece(o plan.Opt) (piece, error) {
 	if o.Neg {
 		return piece{}, errors.New("! --ctstate is not supported")
 	}
@@ -645,7 +646,7 @@ func ctStatePiece(o Opt) (piece, error) {
 }
 
 // matchPieces translates one -m match.
-func matchPieces(proto string, m Match) ([]piece, error) {
+func matchPieces(proto string, m plan.Match) ([]piece, error) {
 	var out []piece
 	for _, o := range m.Opts {
 		var p piece
@@ -711,7 +712,7 @@ func verdict(k expr.VerdictKind, text string) piece {
 
 // targetPieces translates the target; a TPROXY gives a second rule's
 // statement too (drop), as the TPROXY target drops what finds no socket.
-func targetPieces(f Family, t Table, s Spec) ([]piece, []piece, error) {
+func targetPieces(f plan.Family, t plan.Table, s plan.Spec) ([]piece, []piece, error) {
 	opt := func(name string) string {
 		for _, o := range s.TargetOpts {
 			if o.Name == name {
@@ -749,7 +750,7 @@ func targetPieces(f Family, t Table, s Spec) ([]piece, []piece, error) {
 			return nil, nil, fmt.Errorf("--on-ip %s: only the packet's own address is supported", opt("--on-ip"))
 		}
 		fam, kw := byte(unix.NFPROTO_IPV4), "ip"
-		if f == IPv6 {
+		if f == plan.IPv6 {
 			fam, kw = unix.NFPROTO_IPV6, "ip6"
 		}
 		out := []piece{{text: fmt.Sprintf("tproxy %s to :%d", kw, port), exprs: []expr.Any{
@@ -788,12 +789,12 @@ func targetPieces(f Family, t Table, s Spec) ([]piece, []piece, error) {
 			&expr.Ct{Key: expr.CtKeyZONE, SourceRegister: true, Register: 1},
 		}}}, nil, nil
 	}
-	if Chain(s.Jump).Owned() {
+	if plan.Chain(s.Jump).Owned() {
 		k, kw := expr.VerdictJump, "jump"
 		if s.Goto {
 			k, kw = expr.VerdictGoto, "goto"
 		}
-		name := nftChainName(t, Chain(s.Jump))
+		name := nftChainName(t, plan.Chain(s.Jump))
 		return []piece{{text: kw + " " + name, exprs: []expr.Any{&expr.Verdict{Kind: k, Chain: name}}}}, nil, nil
 	}
 	return nil, nil, fmt.Errorf("target %s is not supported", s.Jump)
@@ -801,7 +802,7 @@ func targetPieces(f Family, t Table, s Spec) ([]piece, []piece, error) {
 
 // nftRule translates one rule (or, with kind, a run of rules whose
 // destination addresses or ports are vals) into one rule, two for TPROXY.
-func nftRule(f Family, t Table, s Spec, kind string, vals []string) ([]NftRule, error) {
+func nftRule(f plan.Family, t plan.Table, s plan.Spec, kind string, vals []string) ([]NftRule, error) {
 	pieces := []piece{nfproto(f)}
 	add := func(p piece, err error) error {
 		if err == nil && (p.text != "" || len(p.exprs) > 0) {
@@ -820,7 +821,7 @@ func nftRule(f Family, t Table, s Spec, kind string, vals []string) ([]NftRule, 
 			return nil, err
 		}
 		ipName, off, n := "ip", uint32(16), uint32(4)
-		if f == IPv6 {
+		if f == plan.IPv6 {
 			ipName, off, n = "ip6", 24, 16
 		}
 		pieces = append(pieces, setPiece(ipName+" daddr", payloadNet(off, n), false, set, items))
@@ -914,7 +915,7 @@ func (r NftRuleset) Text() string {
 // NftHash identifies a native plan for the marker of its apply: its text,
 // routes and addresses. Its input differs from PlanHash's, so the marker
 // of one backend's apply never vouches for the other's.
-func NftHash(r NftRuleset, p Plan) string {
+func NftHash(r NftRuleset, p plan.Plan) string {
 	h := fnv.New64a() // see PlanHash
 	fmt.Fprintf(h, "# native nftables\n%s", r.Text())
 	for _, rt := range p.Routes {

@@ -3,6 +3,8 @@ package iptables
 import (
 	"context"
 	"fmt"
+
+	"github.com/mesh-init/istio-iptables/plan"
 )
 
 // NftTableName is the inet table the native backend owns (nft.go).
@@ -39,7 +41,7 @@ func (e *executor) removeNative() error {
 func (e *executor) removeOwnedRules(ctx context.Context) (int, error) {
 	removed := 0
 	for _, b := range []backend{nft, legacy} {
-		for _, f := range []Family{IPv4, IPv6} {
+		for _, f := range []plan.Family{plan.IPv4, plan.IPv6} {
 			if !e.has(b.binary(f, "restore")) {
 				continue
 			}
@@ -47,16 +49,16 @@ func (e *executor) removeOwnedRules(ctx context.Context) (int, error) {
 			if err != nil {
 				return removed, err
 			}
-			old := Owned(f, fs.saved)
+			old := plan.Owned(f, fs.saved)
 			if old.Empty() {
 				continue
 			}
-			if err := e.restore(ctx, b, f, Render(RuleSet{Family: f}, old)); err != nil {
+			if err := e.restore(ctx, b, f, plan.Render(plan.RuleSet{Family: f}, old)); err != nil {
 				return removed, fmt.Errorf("remove %s %s rules: %w", b, f, err)
 			}
 			removed += len(old.Rules) + len(old.Chains)
 			if b == nft {
-				if err := e.k.DeleteEmptyNftTables(f, renderTables(RuleSet{}, old)); err != nil {
+				if err := e.k.DeleteEmptyNftTables(f, old.Tables(plan.RuleSet{})); err != nil {
 					e.log.Warn("could not delete empty tables", "family", f, "err", err)
 				}
 			}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/mesh-init/istio-iptables/capture"
 	"github.com/mesh-init/istio-iptables/iptables"
+	"github.com/mesh-init/istio-iptables/plan"
 )
 
 // Kernel tests of the native nftables backend. Each runs in namespaces of
@@ -65,7 +66,7 @@ func (n testNS) nftRuleset(t *testing.T) string {
 	return strings.TrimSpace(strings.Join(keep, "\n"))
 }
 
-func nftText(t *testing.T, p iptables.Plan) string {
+func nftText(t *testing.T, p plan.Plan) string {
 	t.Helper()
 	rs, err := iptables.NftTranslate(p)
 	require.NoError(t, err)
@@ -150,7 +151,7 @@ func TestKernelNftLifecycle(t *testing.T) {
 			// And back: the iptables rules go, the table is as before.
 			require.NoError(t, n.nftExecutor(t).Apply(ctx, p))
 			assert.Equal(t, once, n.nftRuleset(t), "after switching back")
-			for _, f := range []iptables.Family{iptables.IPv4, iptables.IPv6} {
+			for _, f := range []plan.Family{plan.IPv4, plan.IPv6} {
 				assert.Empty(t, ownedChains(n.parsed(t, f, "nft")), "%s iptables chains left after the native apply", f)
 			}
 			assertRouting(t, n, p)
@@ -166,7 +167,7 @@ func TestKernelNftLifecycle(t *testing.T) {
 
 // nftListed is what `nft list table` prints for the plan, by loading its
 // text into a fresh namespace.
-func nftListed(t *testing.T, p iptables.Plan) string {
+func nftListed(t *testing.T, p plan.Plan) string {
 	t.Helper()
 	n := newNS(t)
 	n.run(t, nftText(t, p), "nft", "-f", "-")

@@ -10,6 +10,7 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 	mdnetlink "github.com/mdlayher/netlink"
+	"github.com/mesh-init/istio-iptables/plan"
 	"golang.org/x/sys/unix"
 )
 
@@ -33,7 +34,7 @@ type nftExecutor struct {
 // the iptables rules of an earlier run are removed, the TPROXY routing is
 // synced and the apply is recorded. A re-run of the same plan, with the
 // record current, writes nothing.
-func (e *nftExecutor) Apply(ctx context.Context, p Plan) error {
+func (e *nftExecutor) Apply(ctx context.Context, p plan.Plan) error {
 	rs, err := NftTranslate(p)
 	if err != nil {
 		return err
@@ -77,7 +78,7 @@ func (e *nftExecutor) Apply(ctx context.Context, p Plan) error {
 // noLegacy reports whether no legacy x_tables table exists, which could
 // hold rules of an earlier iptables-legacy run.
 func (e *nftExecutor) noLegacy() bool {
-	for _, f := range []Family{IPv4, IPv6} {
+	for _, f := range []plan.Family{plan.IPv4, plan.IPv6} {
 		if tables, err := e.ipt.k.LegacyTables(f); err != nil || len(tables) > 0 {
 			return false
 		}

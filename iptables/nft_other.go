@@ -2,7 +2,11 @@
 
 package iptables
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/mesh-init/istio-iptables/plan"
+)
 
 // The native nftables backend needs github.com/google/nftables, which
 // builds only on Linux; elsewhere these stubs keep the callers building.
@@ -34,7 +38,7 @@ type NftRule struct {
 }
 
 // NftTranslate is not supported outside Linux.
-func NftTranslate(Plan) (NftRuleset, error) { return NftRuleset{}, errNftNotSupported }
+func NftTranslate(plan.Plan) (NftRuleset, error) { return NftRuleset{}, errNftNotSupported }
 
 // Text is empty outside Linux.
 func (NftRuleset) Text() string { return "" }

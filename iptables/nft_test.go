@@ -10,22 +10,23 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/mesh-init/istio-iptables/iptables"
+	"github.com/mesh-init/istio-iptables/plan"
 )
 
-func nftPlan(f iptables.Family, rules ...iptables.Rule) iptables.Plan {
-	rs := iptables.RuleSet{Family: f, Rules: rules}
+func nftPlan(f plan.Family, rules ...plan.Rule) plan.Plan {
+	rs := plan.RuleSet{Family: f, Rules: rules}
 	for _, r := range rules {
-		for _, c := range []iptables.Chain{r.Chain, iptables.Chain(r.Target())} {
-			tc := iptables.TableChain{Table: r.Table, Chain: c}
+		for _, c := range []plan.Chain{r.Chain, plan.Chain(r.Target())} {
+			tc := plan.TableChain{Table: r.Table, Chain: c}
 			if c.Owned() && !contains(rs.Chains, tc) {
 				rs.Chains = append(rs.Chains, tc)
 			}
 		}
 	}
-	return iptables.Plan{RuleSets: []iptables.RuleSet{rs}}
+	return plan.Plan{RuleSets: []plan.RuleSet{rs}}
 }
 
-func contains(tcs []iptables.TableChain, tc iptables.TableChain) bool {
+func contains(tcs []plan.TableChain, tc plan.TableChain) bool {
 	for _, x := range tcs {
 		if x == tc {
 			return true
@@ -34,12 +35,12 @@ func contains(tcs []iptables.TableChain, tc iptables.TableChain) bool {
 	return false
 }
 
-func nat(chain string, args ...string) iptables.Rule {
-	return iptables.Rule{Table: iptables.TableNat, Chain: iptables.Chain(chain), Args: args}
+func nat(chain string, args ...string) plan.Rule {
+	return plan.Rule{Table: plan.TableNat, Chain: plan.Chain(chain), Args: args}
 }
 
-func mangle(chain string, args ...string) iptables.Rule {
-	return iptables.Rule{Table: iptables.TableMangle, Chain: iptables.Chain(chain), Args: args}
+func mangle(chain string, args ...string) plan.Rule {
+	return plan.Rule{Table: plan.TableMangle, Chain: plan.Chain(chain), Args: args}
 }
 
 // TestNftTranslate: each rule of the vocabulary becomes the nft statement
@@ -47,34 +48,34 @@ func mangle(chain string, args ...string) iptables.Rule {
 func TestNftTranslate(t *testing.T) {
 	for _, tc := range []struct {
 		name string
-		f    iptables.Family
-		rule iptables.Rule
+		f    plan.Family
+		rule plan.Rule
 		want []string
 	}{
-		{"redirect", iptables.IPv4, nat("ISTIO_REDIRECT", "-p", "tcp", "-j", "REDIRECT", "--to-ports", "15001"),
+		{"redirect", plan.IPv4, nat("ISTIO_REDIRECT", "-p", "tcp", "-j", "REDIRECT", "--to-ports", "15001"),
 			[]string{"meta nfproto ipv4 meta l4proto tcp redirect to :15001"}},
-		{"owner and lo", iptables.IPv4, nat("ISTIO_OUTPUT", "-o", "lo", "!", "-d", "127.0.0.1/32", "-p", "tcp", "!", "--dport", "15008", "-m", "owner", "--uid-owner", "1337", "-j", "RETURN"),
+		{"owner and lo", plan.IPv4, nat("ISTIO_OUTPUT", "-o", "lo", "!", "-d", "127.0.0.1/32", "-p", "tcp", "!", "--dport", "15008", "-m", "owner", "--uid-owner", "1337", "-j", "RETURN"),
 			[]string{`meta nfproto ipv4 ip daddr != 127.0.0.1 oifname "lo" meta l4proto tcp tcp dport != 15008 meta skuid 1337 return`}},
-		{"wildcard interface", iptables.IPv6, nat("PREROUTING", "-i", "eth+", "-j", "RETURN"),
+		{"wildcard interface", plan.IPv6, nat("PREROUTING", "-i", "eth+", "-j", "RETURN"),
 			[]string{`meta nfproto ipv6 iifname "eth*" return`}},
-		{"prefix", iptables.IPv6, nat("ISTIO_OUTPUT", "-d", "fd00::/8", "-j", "RETURN"),
+		{"prefix", plan.IPv6, nat("ISTIO_OUTPUT", "-d", "fd00::/8", "-j", "RETURN"),
 			[]string{"meta nfproto ipv6 ip6 daddr fd00::/8 return"}},
-		{"multiport", iptables.IPv4, nat("ISTIO_INBOUND", "-p", "tcp", "-m", "multiport", "--dports", "80,443,8080:8090", "-j", "RETURN"),
+		{"multiport", plan.IPv4, nat("ISTIO_INBOUND", "-p", "tcp", "-m", "multiport", "--dports", "80,443,8080:8090", "-j", "RETURN"),
 			[]string{"meta nfproto ipv4 meta l4proto tcp tcp dport { 80, 443, 8080-8090 } return"}},
-		{"tproxy", iptables.IPv4, mangle("ISTIO_TPROXY", "!", "-d", "127.0.0.1/32", "-p", "tcp", "-j", "TPROXY", "--tproxy-mark", "0x539/0xffffffff", "--on-port", "15006"),
+		{"tproxy", plan.IPv4, mangle("ISTIO_TPROXY", "!", "-d", "127.0.0.1/32", "-p", "tcp", "-j", "TPROXY", "--tproxy-mark", "0x539/0xffffffff", "--on-port", "15006"),
 			[]string{
 				"meta nfproto ipv4 ip daddr != 127.0.0.1 meta l4proto tcp tproxy ip to :15006 meta mark set 0x00000539 accept",
 				"meta nfproto ipv4 ip daddr != 127.0.0.1 meta l4proto tcp drop",
 			}},
-		{"connmark save", iptables.IPv4, mangle("PREROUTING", "-p", "tcp", "-m", "mark", "--mark", "0x539", "-j", "CONNMARK", "--save-mark"),
+		{"connmark save", plan.IPv4, mangle("PREROUTING", "-p", "tcp", "-m", "mark", "--mark", "0x539", "-j", "CONNMARK", "--save-mark"),
 			[]string{"meta nfproto ipv4 meta l4proto tcp meta mark 0x00000539 ct mark set meta mark"}},
-		{"connmark restore", iptables.IPv4, mangle("OUTPUT", "-p", "tcp", "-m", "connmark", "--mark", "0x539", "-j", "CONNMARK", "--restore-mark"),
+		{"connmark restore", plan.IPv4, mangle("OUTPUT", "-p", "tcp", "-m", "connmark", "--mark", "0x539", "-j", "CONNMARK", "--restore-mark"),
 			[]string{"meta nfproto ipv4 meta l4proto tcp ct mark 0x00000539 meta mark set ct mark"}},
-		{"ctstate", iptables.IPv4, mangle("ISTIO_INBOUND", "-p", "tcp", "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ISTIO_DIVERT"),
+		{"ctstate", plan.IPv4, mangle("ISTIO_INBOUND", "-p", "tcp", "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ISTIO_DIVERT"),
 			[]string{"meta nfproto ipv4 meta l4proto tcp ct state established,related jump mangle-ISTIO_DIVERT"}},
-		{"mark set", iptables.IPv4, mangle("ISTIO_DIVERT", "-j", "MARK", "--set-mark", "1337"),
+		{"mark set", plan.IPv4, mangle("ISTIO_DIVERT", "-j", "MARK", "--set-mark", "1337"),
 			[]string{"meta nfproto ipv4 meta mark set 0x00000539"}},
-		{"ct zone", iptables.IPv4, iptables.Rule{Table: iptables.TableRaw, Chain: "OUTPUT", Args: []string{"-p", "udp", "--dport", "53", "-j", "CT", "--zone", "1"}},
+		{"ct zone", plan.IPv4, plan.Rule{Table: plan.TableRaw, Chain: "OUTPUT", Args: []string{"-p", "udp", "--dport", "53", "-j", "CT", "--zone", "1"}},
 			[]string{"meta nfproto ipv4 meta l4proto udp udp dport 53 ct zone set 1"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -97,7 +98,7 @@ func TestNftTranslate(t *testing.T) {
 // one set lookup; a non-terminal target or a break in the run keeps them
 // apart.
 func TestNftTranslateSets(t *testing.T) {
-	p := nftPlan(iptables.IPv4,
+	p := nftPlan(plan.IPv4,
 		nat("ISTIO_OUTPUT", "-d", "10.0.0.0/25", "-j", "RETURN"),
 		nat("ISTIO_OUTPUT", "-d", "10.0.0.128/25", "-j", "RETURN"),
 		nat("ISTIO_OUTPUT", "-d", "192.168.0.0/16", "-j", "RETURN"),
@@ -126,12 +127,12 @@ func TestNftTranslateSets(t *testing.T) {
 // TestNftTranslateRefuses: what nftables cannot say the same way is an
 // error, never a guess.
 func TestNftTranslateRefuses(t *testing.T) {
-	for _, r := range []iptables.Rule{
+	for _, r := range []plan.Rule{
 		mangle("ISTIO_TPROXY", "-p", "tcp", "-j", "TPROXY", "--on-port", "15006", "--on-ip", "10.0.0.1"),
 		mangle("ISTIO_X", "-j", "CONNMARK", "--save-mark", "--nfmask", "0xff"),
 		nat("ISTIO_X", "-p", "tcp", "-j", "REDIRECT", "--to-ports", "15001-15002"),
 	} {
-		_, err := iptables.NftTranslate(nftPlan(iptables.IPv4, r))
+		_, err := iptables.NftTranslate(nftPlan(plan.IPv4, r))
 		assert.Error(t, err, "%s", r)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/google/nftables"
+	"github.com/mesh-init/istio-iptables/plan"
 	"github.com/vishvananda/netlink"
 )
 
@@ -23,7 +24,7 @@ import (
 // error when both do: the kernel then runs both, in an order *-save does
 // not show). Tables are listed first without a process, so nothing is
 // created, and a flavour with no table is not run.
-func ReadRules(path string, f Family) (text string, hidden []string, err error) {
+func ReadRules(path string, f plan.Family) (text string, hidden []string, err error) {
 	var texts = map[backend]string{}
 	err = newKernel().Do(path, func() error {
 		nftTabs, err := linuxKernel{}.NftTables()
@@ -75,7 +76,7 @@ var iptablesTables = []string{"filter", "nat", "mangle", "raw", "security"}
 // hiddenTables lists, as "FAMILY NAME", the nf_tables tables of this
 // thread's namespace that see packets of family f but that *-save does
 // not print.
-func hiddenTables(f Family) ([]string, error) {
+func hiddenTables(f plan.Family) ([]string, error) {
 	c, done, err := nftConn()
 	if err != nil {
 		return nil, err
@@ -93,7 +94,7 @@ func hiddenTables(f Family) ([]string, error) {
 		case t.Family == nftables.TableFamilyNetdev:
 			out = append(out, "netdev "+t.Name)
 		case t.Family == nftFamily(f) && !slices.Contains(iptablesTables, t.Name):
-			out = append(out, map[Family]string{IPv4: "ip ", IPv6: "ip6 "}[f]+t.Name)
+			out = append(out, map[plan.Family]string{plan.IPv4: "ip ", plan.IPv6: "ip6 "}[f]+t.Name)
 		}
 	}
 	return out, nil

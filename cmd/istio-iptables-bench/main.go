@@ -26,7 +26,7 @@ import (
 	"github.com/vishvananda/netns"
 
 	"github.com/mesh-init/istio-iptables/capture"
-	"github.com/mesh-init/istio-iptables/iptables"
+	"github.com/mesh-init/istio-iptables/plan"
 )
 
 var (
@@ -265,18 +265,18 @@ func processes(b *bench, n ns, args []string) (int, []string) {
 
 // worstCase is the most rules a packet can traverse in the plan: the
 // longest path of rules from a builtin chain through the jumps.
-func worstCase(p iptables.Plan) int {
+func worstCase(p plan.Plan) int {
 	worst := 0
 	for _, rs := range p.RuleSets {
-		var walk func(t iptables.Table, c iptables.Chain, depth int) int
-		walk = func(t iptables.Table, c iptables.Chain, depth int) int {
+		var walk func(t plan.Table, c plan.Chain, depth int) int
+		walk = func(t plan.Table, c plan.Chain, depth int) int {
 			rules := rs.ChainRules(t, c)
 			best := len(rules)
 			if depth > 8 {
 				return best
 			}
 			for i, r := range rules {
-				if tgt := iptables.Chain(r.Target()); tgt.Owned() {
+				if tgt := plan.Chain(r.Target()); tgt.Owned() {
 					best = max(best, i+1+walk(t, tgt, depth+1))
 				}
 			}
@@ -291,7 +291,7 @@ func worstCase(p iptables.Plan) int {
 	return worst
 }
 
-func planOf(args []string) iptables.Plan {
+func planOf(args []string) plan.Plan {
 	c := capture.DefaultConfig()
 	fs := map[string]*string{"-p": &c.ProxyPort, "-z": &c.InboundCapturePort, "-u": &c.ProxyUID, "-m": &c.InboundInterceptionMode,
 		"-i": &c.OutboundIPRangesInclude, "-x": &c.OutboundIPRangesExclude, "-b": &c.InboundPortsInclude, "-d": &c.InboundPortsExclude,

@@ -14,6 +14,7 @@ import (
 	"github.com/google/nftables/expr"
 
 	"github.com/mesh-init/istio-iptables/iptables"
+	"github.com/mesh-init/istio-iptables/plan"
 )
 
 // runNative measures the native nftables backend (--native-nftables):
@@ -112,7 +113,7 @@ func (b *bench) runNative(redirect, tproxy, classic []string) {
 
 // nativeApply applies p with the native executor from this process into
 // n (never "": the bench touches no other namespace).
-func nativeApply(n ns, p iptables.Plan) (time.Duration, error) {
+func nativeApply(n ns, p plan.Plan) (time.Duration, error) {
 	if n.path == "" {
 		return 0, fmt.Errorf("no namespace")
 	}

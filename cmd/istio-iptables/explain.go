@@ -12,6 +12,7 @@ import (
 	"github.com/mesh-init/istio-iptables/capture"
 	"github.com/mesh-init/istio-iptables/explain"
 	"github.com/mesh-init/istio-iptables/iptables"
+	"github.com/mesh-init/istio-iptables/plan"
 )
 
 // explainOptions are the flags explain adds to those of an apply.
@@ -124,7 +125,7 @@ func runExplain(args []string, getenv func(string) (string, bool), stdout, stder
 		if capture.IPv6Mode(strings.ToLower(strings.TrimSpace(o.cfg.IPv6))) == capture.IPv6Auto {
 			// As the apply would decide in --netns; without it, a pod
 			// asked about an IPv6 destination is taken to have IPv6.
-			o.cfg.HostIPv6 = p.Family() == iptables.IPv6
+			o.cfg.HostIPv6 = p.Family() == plan.IPv6
 			if o.netns != "" {
 				has, err := iptables.HasGlobalIPv6(o.netns)
 				if err != nil {
@@ -134,15 +135,15 @@ func runExplain(args []string, getenv func(string) (string, bool), stdout, stder
 				o.cfg.HostIPv6 = has
 			}
 		}
-		plan, err := capture.Build(o.cfg)
+		built, err := capture.Build(o.cfg)
 		if err != nil {
 			fmt.Fprintf(stderr, "istio-iptables explain: build the plan: %v\n", err)
 			return exitFailed
 		}
-		if rs, ok := plan.RuleSet(p.Family()); ok {
+		if rs, ok := built.RuleSet(p.Family()); ok {
 			rules = explain.FromRuleSet(rs)
 		}
-		for _, a := range plan.Addrs {
+		for _, a := range built.Addrs {
 			p.Local = append(p.Local, a.Prefix.Addr())
 		}
 	}
@@ -160,8 +161,8 @@ func runExplain(args []string, getenv func(string) (string, bool), stdout, stder
 	return exitOK
 }
 
-func savedRules(f iptables.Family, text string) (*explain.Rules, error) {
-	s, err := iptables.ParseSave(text)
+func savedRules(f plan.Family, text string) (*explain.Rules, error) {
+	s, err := plan.ParseSave(text)
 	if err != nil {
 		return nil, err
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/mesh-init/istio-iptables/capture"
 	"github.com/mesh-init/istio-iptables/dryrun"
 	"github.com/mesh-init/istio-iptables/iptables"
+	"github.com/mesh-init/istio-iptables/plan"
 	"github.com/mesh-init/istio-iptables/validate"
 )
 
@@ -151,18 +152,18 @@ func run(args []string, getenv func(string) (string, bool), stdout, stderr io.Wr
 	for _, w := range o.cfg.Warnings() {
 		log.Warn(w)
 	}
-	plan, err := capture.Build(o.cfg)
+	p, err := capture.Build(o.cfg)
 	if err != nil {
 		log.Error("build the plan", "err", err)
 		return exitFailed
 	}
-	logConfig(log, o, plan)
+	logConfig(log, o, p)
 	vp := validate.Probe{CapturePorts: probe.CapturePorts, Port: probe.Port, Timeout: probe.Timeout}
-	_, vp.IPv6 = plan.RuleSet(iptables.IPv6)
+	_, vp.IPv6 = p.RuleSet(plan.IPv6)
 	if o.dryRun {
 		if probe.SkipApply {
 			fmt.Fprintln(stdout, "# skip-rule-apply: no rule is written")
-		} else if err := printPlan(o.native, stdout, plan); err != nil {
+		} else if err := printPlan(o.native, stdout, p); err != nil {
 			log.Error("print the plan", "err", err)
 			return exitFailed
 		}
@@ -246,10 +247,10 @@ func fillDNSServers(o *options, fs *pflag.FlagSet, fromEnv map[string]string) []
 	return notes
 }
 
-func logConfig(log *slog.Logger, o options, plan iptables.Plan) {
+func logConfig(log *slog.Logger, o options, p plan.Plan) {
 	c := o.cfg
 	var fams []string
-	for _, rs := range plan.RuleSets {
+	for _, rs := range p.RuleSets {
 		fams = append(fams, string(rs.Family))
 	}
 	log.Info("configuration",
@@ -279,11 +280,11 @@ func newExecutor(native bool, o iptables.Options) (iptables.Executor, error) {
 
 // printPlan prints the dry run: the `nft -f` text for the native backend,
 // else the restore text.
-func printPlan(native bool, w io.Writer, plan iptables.Plan) error {
+func printPlan(native bool, w io.Writer, p plan.Plan) error {
 	if native {
-		return dryrun.PrintNft(w, plan)
+		return dryrun.PrintNft(w, p)
 	}
-	return dryrun.Print(w, plan)
+	return dryrun.Print(w, p)
 }
 
 // parseWait parses --wait: whole seconds, 1-3600.

@@ -1,4 +1,4 @@
-package iptables
+package plan
 
 import (
 	"slices"
@@ -27,7 +27,7 @@ func (r Removal) Empty() bool { return len(r.Chains) == 0 && len(r.Rules) == 0 }
 // raw.
 func Render(rs RuleSet, old Removal) string {
 	var b strings.Builder
-	for _, t := range renderTables(rs, old) {
+	for _, t := range old.Tables(rs) {
 		b.WriteString("*" + string(t) + "\n")
 		var declared []Chain
 		for _, tc := range rs.Chains {
@@ -67,7 +67,9 @@ func Render(rs RuleSet, old Removal) string {
 	return b.String()
 }
 
-func renderTables(rs RuleSet, old Removal) []Table {
+// Tables lists, in the order Render writes them, the tables a restore of
+// rs over old touches.
+func (old Removal) Tables(rs RuleSet) []Table {
 	var out []Table
 	for _, t := range []Table{TableNat, TableMangle, TableRaw} {
 		used := slices.Contains(rs.Tables(), t)

@@ -1,36 +1,36 @@
-package iptables_test
+package plan_test
 
 import (
 	"strings"
 	"testing"
 
+	"github.com/mesh-init/istio-iptables/internal/plantest"
+	"github.com/mesh-init/istio-iptables/plan"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-
-	"github.com/mesh-init/istio-iptables/iptables"
 )
 
-func natRule(chain iptables.Chain, args ...string) iptables.Rule {
-	return iptables.Rule{Table: iptables.TableNat, Chain: chain, Args: args}
+func natRule(chain plan.Chain, args ...string) plan.Rule {
+	return plan.Rule{Table: plan.TableNat, Chain: chain, Args: args}
 }
 
-func mangleRule(chain iptables.Chain, args ...string) iptables.Rule {
-	return iptables.Rule{Table: iptables.TableMangle, Chain: chain, Args: args}
+func mangleRule(chain plan.Chain, args ...string) plan.Rule {
+	return plan.Rule{Table: plan.TableMangle, Chain: chain, Args: args}
 }
 
 // renderSample is a small rule set written in an order that is neither
 // the table order nor the chain order, with an inserted rule.
-func renderSample() iptables.RuleSet {
+func renderSample() plan.RuleSet {
 	ins := natRule("PREROUTING", "-i", "eth1", "-j", "RETURN")
 	ins.Insert = true
-	return iptables.RuleSet{
-		Family: iptables.IPv4,
-		Chains: []iptables.TableChain{
-			{Table: iptables.TableNat, Chain: "ISTIO_INBOUND"},
-			{Table: iptables.TableNat, Chain: "ISTIO_OUTPUT"},
-			{Table: iptables.TableMangle, Chain: "ISTIO_DIVERT"},
+	return plan.RuleSet{
+		Family: plan.IPv4,
+		Chains: []plan.TableChain{
+			{Table: plan.TableNat, Chain: "ISTIO_INBOUND"},
+			{Table: plan.TableNat, Chain: "ISTIO_OUTPUT"},
+			{Table: plan.TableMangle, Chain: "ISTIO_DIVERT"},
 		},
-		Rules: []iptables.Rule{
+		Rules: []plan.Rule{
 			mangleRule("ISTIO_DIVERT", "-j", "ACCEPT"),
 			natRule("ISTIO_OUTPUT", "-j", "RETURN"),
 			natRule("OUTPUT", "-j", "ISTIO_OUTPUT"),
@@ -64,26 +64,26 @@ COMMIT
 -A PREROUTING -j ISTIO_DIVERT
 -A ISTIO_DIVERT -j ACCEPT
 COMMIT
-`, iptables.Render(rs, iptables.Removal{}))
-	assert.True(t, iptables.Removal{}.Empty())
+`, plan.Render(rs, plan.Removal{}))
+	assert.True(t, plan.Removal{}.Empty())
 }
 
 func TestRenderEmpty(t *testing.T) {
-	assert.Equal(t, "", iptables.Render(iptables.RuleSet{Family: iptables.IPv4}, iptables.Removal{}))
+	assert.Equal(t, "", plan.Render(plan.RuleSet{Family: plan.IPv4}, plan.Removal{}))
 }
 
 // TestRenderTableOrder: nat, mangle, raw whatever order the rules come in.
 func TestRenderTableOrder(t *testing.T) {
-	rs := iptables.RuleSet{
-		Family: iptables.IPv6,
-		Rules: []iptables.Rule{
-			{Table: iptables.TableRaw, Chain: "OUTPUT", Args: []string{"-j", "ACCEPT"}},
+	rs := plan.RuleSet{
+		Family: plan.IPv6,
+		Rules: []plan.Rule{
+			{Table: plan.TableRaw, Chain: "OUTPUT", Args: []string{"-j", "ACCEPT"}},
 			mangleRule("OUTPUT", "-j", "ACCEPT"),
 			natRule("OUTPUT", "-j", "ACCEPT"),
 		},
 	}
-	assert.Equal(t, []iptables.Table{iptables.TableNat, iptables.TableMangle, iptables.TableRaw}, rs.Tables())
-	text := iptables.Render(rs, iptables.Removal{})
+	assert.Equal(t, []plan.Table{plan.TableNat, plan.TableMangle, plan.TableRaw}, rs.Tables())
+	text := plan.Render(rs, plan.Removal{})
 	assert.Equal(t, "*nat\n-A OUTPUT -j ACCEPT\nCOMMIT\n*mangle\n-A OUTPUT -j ACCEPT\nCOMMIT\n*raw\n-A OUTPUT -j ACCEPT\nCOMMIT\n", text)
 }
 
@@ -92,19 +92,19 @@ func TestRenderTableOrder(t *testing.T) {
 // them), the old owned rules of builtin chains are deleted as saved, the
 // stale chains are deleted, then the new rules are written.
 func TestRenderWithRemoval(t *testing.T) {
-	old := iptables.Removal{
-		Chains: []iptables.TableChain{
-			{Table: iptables.TableNat, Chain: "ISTIO_INBOUND"},
-			{Table: iptables.TableNat, Chain: "ISTIO_IN_REDIRECT"},
-			{Table: iptables.TableNat, Chain: "ISTIO_OUTPUT"},
-			{Table: iptables.TableMangle, Chain: "ISTIO_DIVERT"},
-			{Table: iptables.TableMangle, Chain: "ISTIO_TPROXY"},
+	old := plan.Removal{
+		Chains: []plan.TableChain{
+			{Table: plan.TableNat, Chain: "ISTIO_INBOUND"},
+			{Table: plan.TableNat, Chain: "ISTIO_IN_REDIRECT"},
+			{Table: plan.TableNat, Chain: "ISTIO_OUTPUT"},
+			{Table: plan.TableMangle, Chain: "ISTIO_DIVERT"},
+			{Table: plan.TableMangle, Chain: "ISTIO_TPROXY"},
 		},
-		Rules: []iptables.SavedRule{
-			{Table: iptables.TableNat, Chain: "PREROUTING", Args: []string{"-i", "eth1", "-j", "RETURN"}},
-			{Table: iptables.TableNat, Chain: "PREROUTING", Args: []string{"-p", "tcp", "-j", "ISTIO_INBOUND"}},
-			{Table: iptables.TableNat, Chain: "OUTPUT", Args: []string{"-j", "ISTIO_OUTPUT"}},
-			{Table: iptables.TableMangle, Chain: "PREROUTING", Args: []string{"-p", "tcp", "-m", "mark", "--mark", "0x539", "-j", "CONNMARK", "--save-mark", "--nfmask", "0xffffffff", "--ctmask", "0xffffffff"}},
+		Rules: []plan.SavedRule{
+			{Table: plan.TableNat, Chain: "PREROUTING", Args: []string{"-i", "eth1", "-j", "RETURN"}},
+			{Table: plan.TableNat, Chain: "PREROUTING", Args: []string{"-p", "tcp", "-j", "ISTIO_INBOUND"}},
+			{Table: plan.TableNat, Chain: "OUTPUT", Args: []string{"-j", "ISTIO_OUTPUT"}},
+			{Table: plan.TableMangle, Chain: "PREROUTING", Args: []string{"-p", "tcp", "-m", "mark", "--mark", "0x539", "-j", "CONNMARK", "--save-mark", "--nfmask", "0xffffffff", "--ctmask", "0xffffffff"}},
 		},
 	}
 	require.False(t, old.Empty())
@@ -131,29 +131,29 @@ COMMIT
 -A PREROUTING -j ISTIO_DIVERT
 -A ISTIO_DIVERT -j ACCEPT
 COMMIT
-`, iptables.Render(renderSample(), old))
+`, plan.Render(renderSample(), old))
 }
 
 // TestRenderRemovalOnly: a table the new rule set does not use still gets
 // its block when the removal has something there, and a rule set with no
 // rules at all (cleanup) removes everything.
 func TestRenderRemovalOnly(t *testing.T) {
-	old := iptables.Removal{
-		Chains: []iptables.TableChain{
-			{Table: iptables.TableMangle, Chain: "ISTIO_INBOUND"},
-			{Table: iptables.TableMangle, Chain: "ISTIO_DIVERT"},
-			{Table: iptables.TableRaw, Chain: "ISTIO_OUTPUT_DNS"},
+	old := plan.Removal{
+		Chains: []plan.TableChain{
+			{Table: plan.TableMangle, Chain: "ISTIO_INBOUND"},
+			{Table: plan.TableMangle, Chain: "ISTIO_DIVERT"},
+			{Table: plan.TableRaw, Chain: "ISTIO_OUTPUT_DNS"},
 		},
-		Rules: []iptables.SavedRule{
-			{Table: iptables.TableMangle, Chain: "PREROUTING", Args: []string{"-p", "tcp", "-j", "ISTIO_INBOUND"}},
-			{Table: iptables.TableRaw, Chain: "OUTPUT", Args: []string{"-j", "ISTIO_OUTPUT_DNS"}},
+		Rules: []plan.SavedRule{
+			{Table: plan.TableMangle, Chain: "PREROUTING", Args: []string{"-p", "tcp", "-j", "ISTIO_INBOUND"}},
+			{Table: plan.TableRaw, Chain: "OUTPUT", Args: []string{"-j", "ISTIO_OUTPUT_DNS"}},
 		},
 	}
 	t.Run("table only in the removal", func(t *testing.T) {
-		rs := iptables.RuleSet{
-			Family: iptables.IPv4,
-			Chains: []iptables.TableChain{{Table: iptables.TableNat, Chain: "ISTIO_OUTPUT"}},
-			Rules: []iptables.Rule{
+		rs := plan.RuleSet{
+			Family: plan.IPv4,
+			Chains: []plan.TableChain{{Table: plan.TableNat, Chain: "ISTIO_OUTPUT"}},
+			Rules: []plan.Rule{
 				natRule("OUTPUT", "-j", "ISTIO_OUTPUT"),
 				natRule("ISTIO_OUTPUT", "-j", "RETURN"),
 			},
@@ -175,10 +175,10 @@ COMMIT
 -D OUTPUT -j ISTIO_OUTPUT_DNS
 -X ISTIO_OUTPUT_DNS
 COMMIT
-`, iptables.Render(rs, old))
+`, plan.Render(rs, old))
 	})
 	t.Run("empty rule set removes everything", func(t *testing.T) {
-		text := iptables.Render(iptables.RuleSet{Family: iptables.IPv4}, old)
+		text := plan.Render(plan.RuleSet{Family: plan.IPv4}, old)
 		assert.Equal(t, `*mangle
 :ISTIO_INBOUND - [0:0]
 :ISTIO_DIVERT - [0:0]
@@ -203,15 +203,15 @@ func TestRenderGoldenRoundTrip(t *testing.T) {
 		t.Run(gp.name, func(t *testing.T) {
 			for _, rs := range gp.ruleSets {
 				require.NoError(t, rs.Validate())
-				text := iptables.Render(rs, iptables.Removal{})
+				text := plan.Render(rs, plan.Removal{})
 				for _, line := range strings.Split(strings.TrimSuffix(text, "\n"), "\n") {
 					assert.NotEmpty(t, line)
 				}
-				again := parseRestoreText(t, "# "+string(rs.Family)+"\n"+text)
+				again := plantest.ParseDryRun(t, "# "+string(rs.Family)+"\n"+text)
 				require.Len(t, again, 1)
-				assert.Equal(t, text, iptables.Render(again[0], iptables.Removal{}))
+				assert.Equal(t, text, plan.Render(again[0], plan.Removal{}))
 				for _, r := range rs.Rules {
-					args, err := iptables.SplitArgs(r.String())
+					args, err := plan.SplitArgs(r.String())
 					require.NoError(t, err)
 					assert.Equal(t, r.Args, args[len(args)-len(r.Args):], "rule %s", r)
 				}
@@ -236,12 +236,12 @@ func TestRenderDeleteLineEscapes(t *testing.T) {
 			if tc.bug != "" {
 				t.Skip(tc.bug)
 			}
-			old := iptables.Removal{Rules: []iptables.SavedRule{{Table: iptables.TableNat, Chain: "PREROUTING", Args: tc.args}}}
-			text := iptables.Render(iptables.RuleSet{Family: iptables.IPv4}, old)
+			old := plan.Removal{Rules: []plan.SavedRule{{Table: plan.TableNat, Chain: "PREROUTING", Args: tc.args}}}
+			text := plan.Render(plan.RuleSet{Family: plan.IPv4}, old)
 			lines := strings.Split(text, "\n")
 			require.GreaterOrEqual(t, len(lines), 2)
 			require.True(t, strings.HasPrefix(lines[1], "-D PREROUTING "), text)
-			got, err := iptables.SplitArgs(strings.TrimPrefix(lines[1], "-D PREROUTING "))
+			got, err := plan.SplitArgs(strings.TrimPrefix(lines[1], "-D PREROUTING "))
 			require.NoError(t, err)
 			assert.Equal(t, tc.args, got)
 		})

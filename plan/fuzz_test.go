@@ -1,4 +1,4 @@
-package iptables_test
+package plan_test
 
 // Fuzz targets for the *-save parser and the restore renderer (FuzzParseSpec,
 // for rule arguments, is in spec_test.go). Their seed corpora run in every
@@ -11,9 +11,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/mesh-init/istio-iptables/plan"
 	"github.com/stretchr/testify/require"
-
-	"github.com/mesh-init/istio-iptables/iptables"
 )
 
 // saveSeeds are save texts: real kernel output, and hostile variations.
@@ -44,7 +43,7 @@ func FuzzParseSave(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, text string) {
-		s, err := iptables.ParseSave(text)
+		s, err := plan.ParseSave(text)
 		if err != nil {
 			return
 		}
@@ -62,29 +61,29 @@ func FuzzParseSave(f *testing.F) {
 			}
 			b.WriteString("COMMIT\n")
 		}
-		again, err := iptables.ParseSave(b.String())
+		again, err := plan.ParseSave(b.String())
 		require.NoError(t, err, "printed back:\n%s", b.String())
 		require.Equal(t, s, again, "printed back:\n%s", b.String())
 
 		for _, st := range s.Tables {
-			var removal iptables.Removal
+			var removal plan.Removal
 			for _, r := range st.Rules {
-				if iptables.Builtin(st.Name, r.Chain) {
+				if plan.Builtin(st.Name, r.Chain) {
 					removal.Rules = append(removal.Rules, r)
 				}
 			}
 			if len(removal.Rules) == 0 {
 				continue
 			}
-			out := iptables.Render(iptables.RuleSet{Family: iptables.IPv4}, removal)
-			var deleted []iptables.SavedRule
+			out := plan.Render(plan.RuleSet{Family: plan.IPv4}, removal)
+			var deleted []plan.SavedRule
 			for _, l := range strings.Split(out, "\n") {
 				if !strings.HasPrefix(l, "-D ") {
 					continue
 				}
-				args, err := iptables.SplitArgs(l)
+				args, err := plan.SplitArgs(l)
 				require.NoError(t, err, "line %q", l)
-				deleted = append(deleted, iptables.SavedRule{Table: st.Name, Chain: iptables.Chain(args[1]), Args: args[2:]})
+				deleted = append(deleted, plan.SavedRule{Table: st.Name, Chain: plan.Chain(args[1]), Args: args[2:]})
 			}
 			require.Equal(t, removal.Rules, deleted, "-D lines:\n%s", out)
 		}
@@ -92,7 +91,7 @@ func FuzzParseSave(f *testing.F) {
 }
 
 // plainChain reports whether a chain name needs no quoting.
-func plainChain(c iptables.Chain) bool {
+func plainChain(c plan.Chain) bool {
 	return c != "" && !strings.ContainsAny(string(c), " \t\"\\")
 }
 
@@ -119,12 +118,12 @@ func FuzzRenderValidated(f *testing.F) {
 	} {
 		f.Add(s.table, s.chain, s.insert, s.args, s.args2)
 	}
-	tables := []iptables.Table{iptables.TableNat, iptables.TableMangle, iptables.TableRaw, "filter"}
+	tables := []plan.Table{plan.TableNat, plan.TableMangle, plan.TableRaw, "filter"}
 	f.Fuzz(func(t *testing.T, table uint8, chain string, insert bool, args, args2 []byte) {
 		tbl := tables[int(table)%len(tables)]
-		rs := iptables.RuleSet{Family: iptables.IPv4}
+		rs := plan.RuleSet{Family: plan.IPv4}
 		declare := func(c string) {
-			tc := iptables.TableChain{Table: tbl, Chain: iptables.Chain(c)}
+			tc := plan.TableChain{Table: tbl, Chain: plan.Chain(c)}
 			if tc.Chain.Owned() && !containsTC(rs.Chains, tc) {
 				rs.Chains = append(rs.Chains, tc)
 			}
@@ -139,7 +138,7 @@ func FuzzRenderValidated(f *testing.F) {
 			for _, p := range bytes.Split(blob, sep) {
 				a = append(a, string(p))
 			}
-			r := iptables.Rule{Table: tbl, Chain: iptables.Chain(chain), Insert: insert && i == 0, Args: a}
+			r := plan.Rule{Table: tbl, Chain: plan.Chain(chain), Insert: insert && i == 0, Args: a}
 			if i == 1 {
 				r.Chain = "ISTIO_OUTPUT"
 			}
@@ -148,7 +147,7 @@ func FuzzRenderValidated(f *testing.F) {
 		if rs.Validate() != nil {
 			return
 		}
-		text := iptables.Render(rs, iptables.Removal{})
+		text := plan.Render(rs, plan.Removal{})
 		lines := strings.Split(strings.TrimSuffix(text, "\n"), "\n")
 		require.Len(t, lines, 2+len(rs.Chains)+len(rs.Rules), "text:\n%s", text)
 		require.Equal(t, "*"+string(tbl), lines[0])
@@ -156,12 +155,12 @@ func FuzzRenderValidated(f *testing.F) {
 		for i, tc := range rs.Chains {
 			require.Equal(t, ":"+string(tc.Chain)+" - [0:0]", lines[1+i])
 		}
-		var got []iptables.Rule
+		var got []plan.Rule
 		for _, l := range lines[1+len(rs.Chains) : len(lines)-1] {
-			a, err := iptables.SplitArgs(l)
+			a, err := plan.SplitArgs(l)
 			require.NoError(t, err, "line %q", l)
 			require.GreaterOrEqual(t, len(a), 2, "line %q", l)
-			r := iptables.Rule{Table: tbl, Chain: iptables.Chain(a[1]), Args: a[2:]}
+			r := plan.Rule{Table: tbl, Chain: plan.Chain(a[1]), Args: a[2:]}
 			switch a[0] {
 			case "-I":
 				require.Equal(t, "1", a[2], "line %q", l)
@@ -176,7 +175,7 @@ func FuzzRenderValidated(f *testing.F) {
 	})
 }
 
-func containsTC(list []iptables.TableChain, tc iptables.TableChain) bool {
+func containsTC(list []plan.TableChain, tc plan.TableChain) bool {
 	for _, x := range list {
 		if x == tc {
 			return true

@@ -1,13 +1,12 @@
-package iptables_test
+package plan_test
 
 import (
 	"strings"
 	"testing"
 
+	"github.com/mesh-init/istio-iptables/plan"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-
-	"github.com/mesh-init/istio-iptables/iptables"
 )
 
 // kernelSaveKubeVirt is iptables-nft-save 1.8.9 output after the dry-run
@@ -72,9 +71,9 @@ COMMIT
 # Completed on Sun Nov 22 04:04:53 2026
 `
 
-func mustParseSaveText(t *testing.T, text string) iptables.Saved {
+func mustParseSaveText(t *testing.T, text string) plan.Saved {
 	t.Helper()
-	s, err := iptables.ParseSave(text)
+	s, err := plan.ParseSave(text)
 	require.NoError(t, err)
 	return s
 }
@@ -82,16 +81,16 @@ func mustParseSaveText(t *testing.T, text string) iptables.Saved {
 func TestParseSaveKernelOutput(t *testing.T) {
 	s := mustParseSaveText(t, kernelSaveKubeVirt)
 	require.Len(t, s.Tables, 2)
-	assert.Equal(t, iptables.TableMangle, s.Tables[0].Name)
-	assert.Equal(t, iptables.TableNat, s.Tables[1].Name)
+	assert.Equal(t, plan.TableMangle, s.Tables[0].Name)
+	assert.Equal(t, plan.TableNat, s.Tables[1].Name)
 	assert.True(t, s.HasRules())
 
-	nat, ok := s.Table(iptables.TableNat)
+	nat, ok := s.Table(plan.TableNat)
 	require.True(t, ok)
-	_, ok = s.Table(iptables.TableRaw)
+	_, ok = s.Table(plan.TableRaw)
 	assert.False(t, ok)
 
-	assert.Equal(t, []iptables.SavedChain{
+	assert.Equal(t, []plan.SavedChain{
 		{Name: "PREROUTING", Policy: "ACCEPT"}, {Name: "INPUT", Policy: "ACCEPT"},
 		{Name: "OUTPUT", Policy: "ACCEPT"}, {Name: "POSTROUTING", Policy: "ACCEPT"},
 		{Name: "ISTIO_INBOUND", Policy: "-"}, {Name: "ISTIO_IN_REDIRECT", Policy: "-"},
@@ -102,8 +101,8 @@ func TestParseSaveKernelOutput(t *testing.T) {
 
 	pre := nat.ChainRules("PREROUTING")
 	require.Len(t, pre, 9)
-	assert.Equal(t, iptables.SavedRule{
-		Table: iptables.TableNat, Chain: "PREROUTING",
+	assert.Equal(t, plan.SavedRule{
+		Table: plan.TableNat, Chain: "PREROUTING",
 		Args: []string{"-i", "eth0", "-m", "comment", "--comment", `foreign "x" rule`, "-j", "ACCEPT"},
 	}, pre[0], "the quoted comment is one argument, its escapes undone")
 	assert.Equal(t, "ACCEPT", pre[0].Target())
@@ -117,10 +116,10 @@ func TestParseSaveKernelOutput(t *testing.T) {
 	assert.Empty(t, nat.ChainRules("POSTROUTING"))
 	assert.Len(t, nat.ChainRules("ISTIO_OUTPUT"), 14)
 
-	mangle, ok := s.Table(iptables.TableMangle)
+	mangle, ok := s.Table(plan.TableMangle)
 	require.True(t, ok)
 	assert.Len(t, mangle.Chains, 5)
-	assert.Equal(t, []iptables.SavedRule{{Table: iptables.TableMangle, Chain: "POSTROUTING", Args: []string{"-o", "eth0", "-j", "ACCEPT"}}}, mangle.Rules)
+	assert.Equal(t, []plan.SavedRule{{Table: plan.TableMangle, Chain: "POSTROUTING", Args: []string{"-o", "eth0", "-j", "ACCEPT"}}}, mangle.Rules)
 }
 
 func TestParseSaveBlankAndEmpty(t *testing.T) {
@@ -145,7 +144,7 @@ func TestParseSaveBlankAndEmpty(t *testing.T) {
 	}
 	s := mustParseSaveText(t, "*nat\r\n:OUTPUT ACCEPT [0:0]\r\n-A OUTPUT\t-p tcp\t -j RETURN\r\nCOMMIT\r\n")
 	assert.Equal(t, []string{"-p", "tcp", "-j", "RETURN"}, s.Tables[0].Rules[0].Args)
-	assert.Equal(t, iptables.Chain("OUTPUT"), s.Tables[0].Chains[0].Name)
+	assert.Equal(t, plan.Chain("OUTPUT"), s.Tables[0].Chains[0].Name)
 }
 
 // TestParseSaveErrors: anything outside the format is an error naming the
@@ -169,7 +168,7 @@ func TestParseSaveErrors(t *testing.T) {
 		{"last table not committed", "*nat\n-A OUTPUT -j RETURN\n", "table nat not committed"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := iptables.ParseSave(tc.text)
+			_, err := plan.ParseSave(tc.text)
 			require.Error(t, err)
 			assert.Equal(t, tc.want, err.Error())
 		})
@@ -195,7 +194,7 @@ func TestSplitArgs(t *testing.T) {
 		{"trailing backslash in quotes", `"a\`, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := iptables.SplitArgs(tc.line)
+			got, err := plan.SplitArgs(tc.line)
 			if tc.name == "trailing backslash in quotes" {
 				assert.Error(t, err)
 				return
@@ -205,7 +204,7 @@ func TestSplitArgs(t *testing.T) {
 		})
 	}
 	for _, bad := range []string{`"`, `a "b`, `"a\"`} {
-		_, err := iptables.SplitArgs(bad)
+		_, err := plan.SplitArgs(bad)
 		assert.EqualError(t, err, "unterminated quote", "%q", bad)
 	}
 }
@@ -231,7 +230,7 @@ func TestSavedRuleStringRoundTrip(t *testing.T) {
 			require.Len(t, s.Tables[0].Rules, 1)
 			r := s.Tables[0].Rules[0]
 			assert.Equal(t, tc.line, r.String())
-			back, err := iptables.SplitArgs(strings.TrimPrefix(r.String(), "-A "+string(r.Chain)+" "))
+			back, err := plan.SplitArgs(strings.TrimPrefix(r.String(), "-A "+string(r.Chain)+" "))
 			require.NoError(t, err)
 			assert.Equal(t, r.Args, back)
 		})

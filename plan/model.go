@@ -1,9 +1,10 @@
-package iptables
+package plan
 
 import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 )
 
@@ -42,6 +43,9 @@ var builtinChains = map[Table][]Chain{
 	TableMangle: {"PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"},
 	TableRaw:    {"PREROUTING", "OUTPUT"},
 }
+
+// BuiltinChains lists the builtin chains of table, in kernel order.
+func BuiltinChains(table Table) []Chain { return slices.Clone(builtinChains[table]) }
 
 // Builtin reports whether chain is a builtin chain of table.
 func Builtin(table Table, chain Chain) bool {

@@ -1,4 +1,4 @@
-package iptables_test
+package plan_test
 
 import (
 	"os"
@@ -6,16 +6,16 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/mesh-init/istio-iptables/internal/plantest"
+	"github.com/mesh-init/istio-iptables/plan"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-
-	"github.com/mesh-init/istio-iptables/iptables"
 )
 
 // goldenPlan is one capture golden file read back into rule sets.
 type goldenPlan struct {
 	name     string
-	ruleSets []iptables.RuleSet
+	ruleSets []plan.RuleSet
 }
 
 // goldenPlans reads every capture/testdata/*.golden. Those files hold
@@ -34,43 +34,8 @@ func goldenPlans(t *testing.T) []goldenPlan {
 		require.NoError(t, err)
 		out = append(out, goldenPlan{
 			name:     strings.TrimSuffix(filepath.Base(f), ".golden"),
-			ruleSets: parseRestoreText(t, string(text)),
+			ruleSets: plantest.ParseDryRun(t, string(text)),
 		})
-	}
-	return out
-}
-
-// parseRestoreText reads dry-run text ("# ipv4" / "# ipv6" headers, restore
-// blocks, then ip commands) back into rule sets.
-func parseRestoreText(t *testing.T, text string) []iptables.RuleSet {
-	t.Helper()
-	var out []iptables.RuleSet
-	var cur *iptables.RuleSet
-	var table iptables.Table
-	for _, line := range strings.Split(text, "\n") {
-		switch {
-		case line == "# ipv4" || line == "# ipv6":
-			out = append(out, iptables.RuleSet{Family: iptables.Family(strings.TrimPrefix(line, "# "))})
-			cur = &out[len(out)-1]
-		case line == "" || line == "COMMIT" || strings.HasPrefix(line, "ip "):
-		case strings.HasPrefix(line, "*"):
-			table = iptables.Table(line[1:])
-		case strings.HasPrefix(line, ":"):
-			require.NotNil(t, cur)
-			cur.Chains = append(cur.Chains, iptables.TableChain{Table: table, Chain: iptables.Chain(strings.Fields(line[1:])[0])})
-		case strings.HasPrefix(line, "-A ") || strings.HasPrefix(line, "-I "):
-			require.NotNil(t, cur)
-			args, err := iptables.SplitArgs(line)
-			require.NoError(t, err)
-			r := iptables.Rule{Table: table, Chain: iptables.Chain(args[1]), Insert: args[0] == "-I", Args: args[2:]}
-			if r.Insert {
-				require.Equal(t, "1", args[2], "line %q", line)
-				r.Args = args[3:]
-			}
-			cur.Rules = append(cur.Rules, r)
-		default:
-			t.Fatalf("unexpected dry-run line %q", line)
-		}
 	}
 	return out
 }
@@ -84,11 +49,11 @@ func TestCanonicalGoldenRules(t *testing.T) {
 			for _, rs := range gp.ruleSets {
 				for _, r := range rs.Rules {
 					n++
-					c, err := iptables.Canonical(rs.Family, r.Args)
+					c, err := plan.Canonical(rs.Family, r.Args)
 					require.NoError(t, err, "%s %s/%s", rs.Family, r.Table, r)
-					again, err := iptables.SplitArgs(c)
+					again, err := plan.SplitArgs(c)
 					require.NoError(t, err)
-					c2, err := iptables.Canonical(rs.Family, again)
+					c2, err := plan.Canonical(rs.Family, again)
 					require.NoError(t, err, "canonical %q does not parse", c)
 					assert.Equal(t, c, c2, "canonical form of %s is not a fixed point", r)
 				}
@@ -101,10 +66,10 @@ func TestCanonicalGoldenRules(t *testing.T) {
 // TestCanonicalKernelForms pairs what this tool writes with what
 // iptables-save 1.8.9 prints after the kernel stored it.
 func TestCanonicalKernelForms(t *testing.T) {
-	v4, v6 := iptables.IPv4, iptables.IPv6
+	v4, v6 := plan.IPv4, plan.IPv6
 	for _, tc := range []struct {
 		name string
-		fam  iptables.Family
+		fam  plan.Family
 		in   string
 		want string
 	}{
@@ -143,21 +108,21 @@ func TestCanonicalKernelForms(t *testing.T) {
 		{"kube-virt insert", v4, "-i eth1 -d 10.0.0.0/8 -j ISTIO_REDIRECT", "-d 10.0.0.0/8 -i eth1 -j ISTIO_REDIRECT"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			in, err := iptables.SplitArgs(tc.in)
+			in, err := plan.SplitArgs(tc.in)
 			require.NoError(t, err)
-			got, err := iptables.Canonical(tc.fam, in)
+			got, err := plan.Canonical(tc.fam, in)
 			require.NoError(t, err)
 			assert.Equal(t, tc.want, got)
 			// The saved form reads back to itself.
-			saved, err := iptables.SplitArgs(tc.want)
+			saved, err := plan.SplitArgs(tc.want)
 			require.NoError(t, err)
-			again, err := iptables.Canonical(tc.fam, saved)
+			again, err := plan.Canonical(tc.fam, saved)
 			require.NoError(t, err)
 			assert.Equal(t, tc.want, again)
 			// Both parse to the same Spec.
-			a, err := iptables.ParseSpec(tc.fam, in)
+			a, err := plan.ParseSpec(tc.fam, in)
 			require.NoError(t, err)
-			b, err := iptables.ParseSpec(tc.fam, saved)
+			b, err := plan.ParseSpec(tc.fam, saved)
 			require.NoError(t, err)
 			assert.Equal(t, b, a)
 		})
@@ -167,10 +132,10 @@ func TestCanonicalKernelForms(t *testing.T) {
 // TestParseSpecErrors: anything outside the vocabulary is an error, never
 // a guess.
 func TestParseSpecErrors(t *testing.T) {
-	v4, v6 := iptables.IPv4, iptables.IPv6
+	v4, v6 := plan.IPv4, plan.IPv6
 	for _, tc := range []struct {
 		name string
-		fam  iptables.Family
+		fam  plan.Family
 		args []string
 		want string // part of the error
 	}{
@@ -206,10 +171,10 @@ func TestParseSpecErrors(t *testing.T) {
 		{"bad connmark mask", v4, []string{"-j", "CONNMARK", "--save-mark", "--nfmask", "q"}, `bad mask "q"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := iptables.ParseSpec(tc.fam, tc.args)
+			_, err := plan.ParseSpec(tc.fam, tc.args)
 			require.Error(t, err)
 			assert.Contains(t, err.Error(), tc.want)
-			_, err = iptables.Canonical(tc.fam, tc.args)
+			_, err = plan.Canonical(tc.fam, tc.args)
 			require.Error(t, err)
 			assert.Contains(t, err.Error(), "parse", "Canonical names what it parsed")
 		})
@@ -218,10 +183,10 @@ func TestParseSpecErrors(t *testing.T) {
 
 // TestParseSpecFields spot-checks the parsed structure.
 func TestParseSpecFields(t *testing.T) {
-	s, err := iptables.ParseSpec(iptables.IPv4, strings.Fields(
+	s, err := plan.ParseSpec(plan.IPv4, strings.Fields(
 		"-o lo ! -d 127.0.0.1 -p tcp ! --dport 15008 -m owner --uid-owner 1337 -g ISTIO_IN_REDIRECT"))
 	require.NoError(t, err)
-	assert.Equal(t, iptables.NameMatch{Name: "lo"}, s.Out)
+	assert.Equal(t, plan.NameMatch{Name: "lo"}, s.Out)
 	assert.True(t, s.Dst.Neg)
 	assert.Equal(t, "127.0.0.1/32", s.Dst.Prefix.String())
 	assert.Equal(t, "ISTIO_IN_REDIRECT", s.Jump)
@@ -229,7 +194,7 @@ func TestParseSpecFields(t *testing.T) {
 	require.Len(t, s.Matches, 2)
 	o, ok := s.Matches[0].Opt("--dport")
 	require.True(t, ok)
-	assert.Equal(t, iptables.Opt{Neg: true, Name: "--dport", Value: "15008"}, o)
+	assert.Equal(t, plan.Opt{Neg: true, Name: "--dport", Value: "15008"}, o)
 	_, ok = s.Matches[0].Opt("--sport")
 	assert.False(t, ok)
 	assert.Equal(t, "! -d 127.0.0.1/32 -o lo -p tcp -m tcp ! --dport 15008 -m owner --uid-owner 1337 -g ISTIO_IN_REDIRECT", s.String())
@@ -264,20 +229,20 @@ func FuzzParseSpec(f *testing.F) {
 		f.Add(false, strings.ReplaceAll(strings.ReplaceAll(s, "127.0.0.1/32", "::1/128"), "127.0.0.6/32", "::6/128"))
 	}
 	f.Fuzz(func(t *testing.T, v4 bool, line string) {
-		fam := iptables.IPv6
+		fam := plan.IPv6
 		if v4 {
-			fam = iptables.IPv4
+			fam = plan.IPv4
 		}
-		args, err := iptables.SplitArgs(line)
+		args, err := plan.SplitArgs(line)
 		if err != nil {
 			return
 		}
-		s, err := iptables.ParseSpec(fam, args)
+		s, err := plan.ParseSpec(fam, args)
 		if err != nil {
 			return
 		}
 		canon := s.String()
-		again, err := iptables.Canonical(fam, s.Args())
+		again, err := plan.Canonical(fam, s.Args())
 		if err != nil {
 			t.Fatalf("%q parses, but its canonical args %q do not: %v", line, s.Args(), err)
 		}
@@ -304,11 +269,11 @@ func TestCanonicalFixedPointFound(t *testing.T) {
 			if tc.bug != "" {
 				t.Skip(tc.bug)
 			}
-			s, err := iptables.ParseSpec(iptables.IPv4, tc.args)
+			s, err := plan.ParseSpec(plan.IPv4, tc.args)
 			if err != nil {
 				return // refused: iptables requires the option and its value
 			}
-			again, err := iptables.Canonical(iptables.IPv4, s.Args())
+			again, err := plan.Canonical(plan.IPv4, s.Args())
 			require.NoError(t, err)
 			assert.Equal(t, s.String(), again)
 		})
