@@ -48,20 +48,58 @@ lint:
 bench: build
 	$(GO) run ./cmd/istio-iptables-bench -bin $(BIN) -runs 15
 
-# image: the container image from the official base images (needs a registry);
-# IMAGE_TOOL=buildah works too. See the README's image section.
+# image: the FROM-scratch image with a container tool and a registry
+# (Dockerfile; docker buildx --platform linux/amd64,linux/arm64 makes both).
+# The offline builds below need neither. See docs/image.md.
 IMAGE      ?= istio-iptables:$(VERSION)
 IMAGE_TOOL ?= $(if $(shell command -v docker),docker,buildah)
+ARCHES     ?= amd64 arm64
+IMAGE_ARCH ?= amd64
 
-.PHONY: image image-test
+.PHONY: image image-test image-oci image-index image-contents binaries
 
 image:
 	$(IMAGE_TOOL) build --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) -t $(IMAGE) .
 
-# image-test: root; builds the image offline with buildah from local base
-# images (cached in .cache/) and checks it in a throwaway network namespace.
+# binaries: the static binary for each of ARCHES, bin/linux-ARCH/istio-iptables.
+binaries:
+	@for a in $(ARCHES); do \
+		echo "CGO_ENABLED=0 GOOS=linux GOARCH=$$a go build -o bin/linux-$$a/istio-iptables"; \
+		CGO_ENABLED=0 GOOS=linux GOARCH=$$a $(GO) build -trimpath -ldflags '$(LDFLAGS)' \
+			-o bin/linux-$$a/istio-iptables ./cmd/istio-iptables || exit 1; \
+	done
+
+# image-oci: root; the amd64 image, built offline with buildah from Debian's
+# packages, as the OCI layout .cache/image/oci, reference latest, and as the
+# oci-archive .cache/image/istio-iptables-amd64.tar (named
+# localhost/istio-iptables:dev). podman 4.3 names a layout's image after its
+# path, and .cache is no valid name: `podman load -i` the archive, or
+#   cd .cache/image && podman pull oci:oci:latest   # localhost/oci:latest
+image-oci:
+	$(MAKE) binaries ARCHES=amd64
+	VERSION=$(VERSION) COMMIT=$(COMMIT) hack/image-build.sh amd64
+
+# image-index: root; the image for each of ARCHES and an OCI index naming
+# them all, in .cache/image/oci (references latest = amd64, amd64, arm64,
+# index).
+image-index:
+	$(MAKE) binaries ARCHES='$(ARCHES)'
+	VERSION=$(VERSION) COMMIT=$(COMMIT) hack/image-build.sh $(ARCHES)
+
+# image-contents: every file of the IMAGE_ARCH image with the Debian package
+# and version it comes from.
+image-contents:
+	@$(MAKE) -s binaries ARCHES=$(IMAGE_ARCH) >/dev/null
+	@VERSION=$(VERSION) hack/image-rootfs.sh $(IMAGE_ARCH) bin/linux-$(IMAGE_ARCH)/istio-iptables .cache/image/rootfs-$(IMAGE_ARCH)
+	@cat .cache/image/rootfs-$(IMAGE_ARCH).contents
+
+# image-test: root; builds both images and the index offline, checks the
+# arm64 one against the amd64 one, and runs the amd64 image's own binaries in
+# a throwaway network namespace under the init container's capabilities.
+# Prints the size line; fails above IMAGE_LIMIT_MB.
 image-test:
-	VERSION=$(VERSION) COMMIT=$(COMMIT) hack/image-test.sh
+	$(MAKE) binaries ARCHES='$(ARCHES)'
+	VERSION=$(VERSION) COMMIT=$(COMMIT) hack/image-test.sh $(ARCHES)
 
 # fuzz: every fuzz target for FUZZTIME each (default 20s, about 3 min in
 # all). An input that fails is written by go test to
