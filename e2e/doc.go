@@ -14,8 +14,13 @@
 // server (UID 1000), a test proxy playing Envoy (UID 1337, listening on 15001
 // and, transparently, 15006), a remote server, and one short-lived client per
 // connection, run under the UID and GID the case names. Rules are installed
-// the way a CNI plugin would: the istio-iptables binary, built once from
-// ../cmd/istio-iptables, is run with --netns /var/run/netns/<pod>. Nothing is
+// the way the istio-init container does: the istio-iptables binary, built
+// once from ../cmd/istio-iptables, is started inside the pod's namespace as
+// UID 0 with only CAP_NET_ADMIN and CAP_NET_RAW (setpriv, bounding set
+// included), without --netns; the validation probe runs as UID 1337 with
+// no capabilities. TestCNICaller (caps_test.go) covers the CNI plugin's way,
+// root with --netns /var/run/netns/<pod>, and TestWithoutNetAdmin a pod
+// without NET_ADMIN. Nothing is
 // ever changed in the host's own network namespace, and every namespace is
 // removed when its test ends, failed or not.
 //
@@ -65,8 +70,9 @@
 // the proxy, the app, root and the proxy's GID alone, with and without the
 // rules, and checks the exit code (0 or 126) and the message.
 //
-// The tests need root (CAP_NET_ADMIN, CAP_SYS_ADMIN), the iptables and ip
-// binaries and the go command (to build the binary); without root they skip.
+// The tests need root (CAP_NET_ADMIN, CAP_SYS_ADMIN), the iptables, ip,
+// nsenter and setpriv binaries and the go command (to build the binary);
+// without root they skip.
 // Run them with
 //
 //	sudo go test -count=1 -v ./e2e/...

@@ -5,35 +5,105 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 )
 
-// install programs the pod namespace exactly as a CNI plugin would: the
-// istio-iptables binary with --netns, the given flags, and a private xtables
-// lock. It fails t when the binary does.
+// install programs the pod namespace exactly as the istio-init container
+// does (toolCmd): the istio-iptables binary inside the pod's namespace, as
+// UID 0 with CAP_NET_ADMIN and CAP_NET_RAW only, without --netns. It fails t
+// when the binary does.
 func install(t *testing.T, b *bed, args ...string) {
 	t.Helper()
-	cmd := toolCmd(b, args...)
+	runInstall(t, toolCmd(b, args...))
+}
+
+// installCNI programs the pod namespace as a CNI plugin or node agent does
+// (cniCmd): full root in the test's own namespace, with --netns.
+func installCNI(t *testing.T, b *bed, args ...string) {
+	t.Helper()
+	runInstall(t, cniCmd(b, args...))
+}
+
+func runInstall(t *testing.T, cmd *exec.Cmd) {
+	t.Helper()
 	out, err := cmd.CombinedOutput()
 	require.NoError(t, err, "%s\n%s", quote(cmd.Args), out)
 }
 
-// toolCmd prepares istio-iptables --netns <pod> args.
+// privileges are the credentials and capabilities a container process runs
+// with. caps are setpriv(1) names; they are the bounding, inheritable,
+// permitted, effective and ambient sets alike, as a container runtime sets
+// them for `capabilities: {drop: [ALL], add: [...]}`.
+type privileges struct {
+	name     string
+	uid, gid int
+	caps     []string
+}
+
+var (
+	// initContainer is istio-init as Istio's injector and our examples run
+	// it: UID 0, NET_ADMIN and NET_RAW, nothing else.
+	initContainer = privileges{name: "istio-init", caps: []string{"net_admin", "net_raw"}}
+	// netRawOnly lacks NET_ADMIN, the capability every write needs.
+	netRawOnly = privileges{name: "NET_RAW only", caps: []string{"net_raw"}}
+	// validationContainer is Istio's istio-validation: UID 1337, no
+	// capabilities at all.
+	validationContainer = privileges{name: "istio-validation", uid: 1337, gid: 1337}
+)
+
+// wrap returns argv run through setpriv with exactly p. Without setpriv, a
+// process started by root would keep (or, exec'ing as UID 0, regain) every
+// capability: the bounding set is what stops that.
+func (p privileges) wrap(argv ...string) []string {
+	set := "-all"
+	for _, c := range p.caps {
+		set += ",+" + c
+	}
+	return append([]string{"setpriv",
+		"--reuid", strconv.Itoa(p.uid), "--regid", strconv.Itoa(p.gid), "--clear-groups",
+		"--bounding-set", set, "--inh-caps", set, "--ambient-caps", set, "--"}, argv...)
+}
+
+// podCmd prepares argv to run as a container of the pod does: born inside
+// the named namespace (nsenter --net, so nothing in the binary switches
+// namespaces) with privileges p, and a clean environment holding the
+// PATH and lockFile as XTABLES_LOCKFILE.
+func podCmd(nsName, lockFile string, p privileges, argv ...string) *exec.Cmd {
+	cmd := exec.Command("nsenter", append([]string{"--net=/var/run/netns/" + nsName}, p.wrap(argv...)...)...)
+	cmd.Dir = "/"
+	cmd.Env = toolEnv(lockFile)
+	return cmd
+}
+
+// toolCmd prepares istio-iptables args as the istio-init container runs it
+// (initContainer privileges, inside the pod's namespace, no --netns).
 func toolCmd(b *bed, args ...string) *exec.Cmd {
+	return podCmd(b.pod, b.lockFile, initContainer, append([]string{toolBin}, args...)...)
+}
+
+// cniCmd prepares istio-iptables --netns <pod> args as a CNI plugin or a
+// node agent runs it: full root, from the test's own namespace.
+func cniCmd(b *bed, args ...string) *exec.Cmd {
 	cmd := exec.Command(toolBin, append([]string{"--netns", b.podPath()}, args...)...)
-	// A clean environment: a stray ENVOY_PORT or ISTIO_* variable in the
-	// caller's would change the flags under test.
-	cmd.Env = []string{
+	cmd.Env = toolEnv(b.lockFile)
+	return cmd
+}
+
+// toolEnv is a clean environment: a stray ENVOY_PORT or ISTIO_* variable in
+// the caller's would change the flags under test.
+func toolEnv(lockFile string) []string {
+	env := []string{
 		"PATH=" + os.Getenv("PATH") + ":/usr/local/sbin:/usr/sbin:/sbin",
-		"XTABLES_LOCKFILE=" + b.lockFile,
+		"XTABLES_LOCKFILE=" + lockFile,
 	}
 	if nativeNft() {
-		cmd.Env = append(cmd.Env, "NATIVE_NFTABLES=true")
+		env = append(env, "NATIVE_NFTABLES=true")
 	}
-	return cmd
+	return env
 }
 
 // quote renders argv as a shell would need it, for messages.

@@ -109,7 +109,9 @@ var killConfigs = [][]string{
 
 // TestHardeningKillDuringApply SIGKILLs the binary at a random moment of
 // an apply that replaces one configuration with the next,
-// HARDENING_KILL_RUNS times (50). The moment is uniform in 0-30 ms, or up
+// HARDENING_KILL_RUNS times (50), run as the istio-init container
+// (initContainerCmd); the reference states and the runs after each kill are
+// CNI-style runs (root, --netns). The moment is uniform in 0-30 ms, or up
 // to the slowest uninterrupted apply of the same configurations when that
 // takes longer (a loaded machine), so that kills land all along the
 // apply; HARDENING_KILL_MS fixes the window. After each kill, once the
@@ -154,7 +156,7 @@ func TestHardeningKillDuringApply(t *testing.T) {
 	for run := range runs {
 		oldI, newI := run%len(killConfigs), (run+1)%len(killConfigs)
 		old, want := refs[oldI], refs[newI]
-		cmd := exec.Command(bin, args(n, killConfigs[newI])...)
+		cmd := initContainerCmd(n, bin, killConfigs[newI]...)
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 		var stderr bytes.Buffer
 		cmd.Stderr = &stderr
@@ -221,6 +223,18 @@ func TestHardeningKillDuringApply(t *testing.T) {
 				"transactions (one *-restore each), so making them one needs a design change", len(mixed), runs)
 		}
 	})
+}
+
+// initContainerCmd prepares bin args as the istio-init container runs it:
+// inside n (nsenter --net, which, like setpriv, execs in place, so the
+// command's PID is the binary's), as UID 0 with only NET_ADMIN and NET_RAW,
+// bounding set included, and no --netns.
+func initContainerCmd(n testNS, bin string, args ...string) *exec.Cmd {
+	caps := "-all,+net_admin,+net_raw"
+	argv := append([]string{"--net=" + n.path(), "setpriv", "--bounding-set", caps, "--inh-caps", caps, "--ambient-caps", caps, "--", bin}, args...)
+	cmd := exec.Command("nsenter", argv...)
+	cmd.Env = os.Environ()
+	return cmd
 }
 
 // holdLock takes the xtables lock file in another process (flock(1)) for

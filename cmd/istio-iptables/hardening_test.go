@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -139,9 +138,10 @@ func TestHostileValuesRefused(t *testing.T) {
 }
 
 // TestHostileValuesWriteNothing runs the built binary inside a namespace
-// that already holds rules, with --netns naming it (or, for the --netns
-// cases, the hostile path; running inside the namespace means even a
-// fallback to "the current namespace" could only touch the test's). The
+// that already holds rules, as the istio-init container does (UID 0 with
+// NET_ADMIN and NET_RAW only, no --netns; for the --netns cases, the hostile
+// path; running inside the namespace means even a fallback to "the current
+// namespace" could only touch the test's). The
 // PATH holds the real iptables binaries and a fake reboot that leaves a
 // mark. Every run must exit 2, leave every view of the namespace as it
 // was, and never start reboot.
@@ -163,7 +163,7 @@ func TestHostileValuesWriteNothing(t *testing.T) {
 	}
 
 	// The earlier state: rules of another configuration, in both families.
-	code, stdout, stderr := runTool(t, bin, ns, env, "--netns", ns.path(), "-p", "16001", "-b", "80", "-i", "10.0.0.0/8,fd00::/8", "--ipv6=true")
+	code, stdout, stderr := runTool(t, bin, ns, env, "-p", "16001", "-b", "80", "-i", "10.0.0.0/8,fd00::/8", "--ipv6=true")
 	require.Zero(t, code, "%s%s", stdout, stderr)
 	before := ns.snapshot(t)
 	require.Contains(t, before["iptables-nft-save"], "ISTIO_OUTPUT", "the earlier state holds rules")
@@ -171,9 +171,6 @@ func TestHostileValuesWriteNothing(t *testing.T) {
 	for _, tc := range hostileCases(t) {
 		t.Run(tc.name, func(t *testing.T) {
 			args := append([]string{}, hostileBase...)
-			if !strings.Contains(tc.name, "netns") && !strings.Contains(tc.name, "NETWORK_NAMESPACE") {
-				args = append([]string{"--netns", ns.path()}, args...)
-			}
 			runEnv := env
 			for k, v := range tc.env {
 				runEnv = append(runEnv, k+"="+v)
@@ -255,13 +252,21 @@ func (n hardeningNS) snapshot(t *testing.T) map[string]string {
 	return s
 }
 
-// runTool runs the binary inside the namespace (ip netns exec) with exactly
-// env, and gives up after 20 s.
+// initCaps runs a command as the istio-init container: UID 0 with only
+// NET_ADMIN and NET_RAW, bounding set included (root would otherwise regain
+// every capability on exec).
+var initCaps = []string{"setpriv", "--bounding-set", "-all,+net_admin,+net_raw", "--inh-caps", "-all,+net_admin,+net_raw",
+	"--ambient-caps", "-all,+net_admin,+net_raw", "--"}
+
+// runTool runs the binary inside the namespace (nsenter --net, so the
+// binary switches nothing) with the init container's capabilities
+// (initCaps) and exactly env, and gives up after 20 s.
 func runTool(t *testing.T, bin string, n hardeningNS, env []string, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", n.name, bin}, args...)...)
+	argv := append(append([]string{"--net=" + n.path()}, initCaps...), append([]string{bin}, args...)...)
+	cmd := exec.CommandContext(ctx, "nsenter", argv...)
 	cmd.Env = env
 	var o, e bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &o, &e

@@ -132,7 +132,7 @@ func run(args []string, getenv func(string) (string, bool), stdout, stderr io.Wr
 			return exitFailed
 		}
 		if err := ex.Cleanup(ctx); err != nil {
-			log.Error("cleanup failed", "err", err)
+			log.Error("cleanup failed", "err", privilegeHint(err))
 			return exitFailed
 		}
 		return exitOK
@@ -178,7 +178,8 @@ func run(args []string, getenv func(string) (string, bool), stdout, stderr io.Wr
 			log.Error("apply", "err", err)
 			return exitFailed
 		}
-		if err := ex.Apply(ctx, plan); err != nil {
+		if err := ex.Apply(ctx, p); err != nil {
+			err = privilegeHint(err) // EPERM without CAP_NET_ADMIN: say which capability
 			if errors.Is(err, iptables.ErrPartial) {
 				log.Error("apply failed part-way", "err", err)
 			} else {

@@ -1,0 +1,183 @@
+package e2e
+
+// The capabilities istio-iptables needs, measured: every other test of this
+// package runs the binary as the istio-init container does (install,
+// toolCmd: UID 0 with CAP_NET_ADMIN and CAP_NET_RAW only, inside the pod's
+// namespace) or as istio-validation (UID 1337, no capabilities). These
+// tests cover the two other callers: a process without NET_ADMIN, which
+// must fail cleanly, and a CNI plugin or node agent, full root with
+// --netns.
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"os/exec"
+	"slices"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// netAdminHint is what the tool says when it lacks CAP_NET_ADMIN
+// (cmd/istio-iptables/privilege.go).
+const netAdminHint = "istio-iptables needs CAP_NET_ADMIN in the pod's network namespace (securityContext.capabilities.add: [NET_ADMIN, NET_RAW])"
+
+// lonePod is a pod namespace with lo only, for tests that make no
+// connection.
+func lonePod(t *testing.T, suffix string) *bed {
+	t.Helper()
+	id := make([]byte, 4)
+	_, err := rand.Read(id)
+	require.NoError(t, err)
+	b := &bed{pod: "ii-e2e-" + hex.EncodeToString(id) + "-" + suffix, lockFile: newLockFile(t)}
+	addNetns(t, b.pod)
+	return b
+}
+
+// runAs runs istio-iptables args in b's pod with privileges p and returns
+// the exit code and output.
+func runAs(t *testing.T, b *bed, p privileges, args ...string) (int, string) {
+	t.Helper()
+	cmd := podCmd(b.pod, b.lockFile, p, append([]string{toolBin}, args...)...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return ee.ExitCode(), out.String()
+	}
+	require.NoError(t, err, "%s\n%s", quote(cmd.Args), out.String())
+	return 0, out.String()
+}
+
+// TestWithoutNetAdmin: a pod that grants NET_RAW but not NET_ADMIN gets exit
+// 1 and a message naming the capability and how to grant it, on every
+// backend, for an apply over nothing, an apply over earlier rules (REDIRECT
+// written, TPROXY asked: policy routing and ::6 too) and a cleanup; the
+// namespace is left exactly as it was.
+func TestWithoutNetAdmin(t *testing.T) {
+	requireRoot(t)
+	for _, backend := range []struct {
+		name string
+		flag string
+	}{
+		{"nft", "--iptables-mode=nft"},
+		{"legacy", "--iptables-mode=legacy"},
+		{"native nftables", "--native-nftables"},
+	} {
+		for _, tc := range []struct {
+			name    string
+			earlier []string // written first with NET_ADMIN; nil: nothing
+			args    []string
+		}{
+			{name: "apply on a fresh pod", args: tproxy},
+			{name: "apply over earlier rules", earlier: redirect, args: tproxy},
+			{name: "cleanup", earlier: tproxy, args: []string{"--cleanup-only"}},
+		} {
+			t.Run(backend.name+"/"+tc.name, func(t *testing.T) {
+				t.Parallel()
+				b := lonePod(t, "cap")
+				with := func(args []string) []string {
+					return append(slices.Clone(args), backend.flag, "--ipv6=true")
+				}
+				if tc.earlier != nil {
+					install(t, b, with(tc.earlier)...)
+				}
+				before := kernelState(t, b)
+				code, out := runAs(t, b, netRawOnly, with(tc.args)...)
+				assert.Equal(t, 1, code, "%s", out)
+				assert.Contains(t, out, netAdminHint)
+				assert.Equal(t, before, kernelState(t, b), "the namespace changed")
+			})
+		}
+	}
+}
+
+// TestCNICaller: the --netns path, as a CNI plugin or node agent runs the
+// binary (full root, from outside the pod). Rules written that way capture
+// as the init container's do; a re-run by the init container finds them in
+// place and writes nothing; a CNI cleanup restores the kernel state. The
+// init container itself cannot use --netns (setns needs CAP_SYS_ADMIN): it
+// fails with exit 1, no NET_ADMIN hint, and nothing changed.
+func TestCNICaller(t *testing.T) {
+	requireRoot(t)
+	for _, tc := range []struct {
+		name     string
+		args     []string
+		captured map[string]string
+	}{
+		{name: "REDIRECT", args: redirect, captured: redirectCaptured},
+		{name: "TPROXY", args: tproxy, captured: tproxyCaptured},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			b := newBed(t)
+			before := kernelState(t, b)
+			installCNI(t, b, tc.args...)
+			for _, c := range []conn{
+				{from: fromClient, to: "pod", port: 8080, direct: "app:8080 peer=client"},
+				{from: fromApp, to: "remote", port: 8080, direct: "remote:8080 peer=podr"},
+				{from: fromProxy, to: "remote", port: 8080, direct: "remote:8080 peer=podr"},
+			} {
+				for _, f := range families {
+					want := c.direct
+					if w, ok := tc.captured[c.name()]; ok {
+						want = w
+					}
+					assert.Equal(t, want, land(b, c, f), "%s %s", f, c.name())
+				}
+			}
+			written := kernelState(t, b)
+
+			code, out := runAs(t, b, initContainer, tc.args...)
+			assert.Zero(t, code, "%s", out)
+			assert.NotContains(t, out, "rules written", "the init container's re-run writes nothing")
+			assert.Equal(t, written, kernelState(t, b))
+
+			code, out = runAs(t, b, initContainer, append([]string{"--netns", b.podPath()}, tc.args...)...)
+			assert.Equal(t, 1, code, "%s", out)
+			assert.NotContains(t, out, netAdminHint, "the init container holds NET_ADMIN; setns wants CAP_SYS_ADMIN")
+			assert.Equal(t, written, kernelState(t, b))
+
+			installCNI(t, b, "--cleanup-only")
+			assert.Equal(t, before, kernelState(t, b))
+		})
+	}
+}
+
+// TestPrivilegesAsDeployed checks the harness itself: what a process started
+// by podCmd holds, read from /proc/self/status inside the pod's namespace.
+func TestPrivilegesAsDeployed(t *testing.T) {
+	requireRoot(t)
+	b := lonePod(t, "prv")
+	for _, tc := range []struct {
+		p    privileges
+		want []string
+	}{
+		{initContainer, []string{"Uid:\t0\t0\t0\t0", "CapInh:\t0000000000003000", "CapPrm:\t0000000000003000", "CapEff:\t0000000000003000", "CapBnd:\t0000000000003000", "CapAmb:\t0000000000003000"}},
+		{netRawOnly, []string{"Uid:\t0\t0\t0\t0", "CapEff:\t0000000000002000", "CapBnd:\t0000000000002000"}},
+		{validationContainer, []string{"Uid:\t1337\t1337\t1337\t1337", "Gid:\t1337\t1337\t1337\t1337", "CapPrm:\t0000000000000000", "CapEff:\t0000000000000000", "CapBnd:\t0000000000000000", "CapAmb:\t0000000000000000"}},
+	} {
+		t.Run(tc.p.name, func(t *testing.T) {
+			out, err := podCmd(b.pod, b.lockFile, tc.p, "cat", "/proc/self/status").CombinedOutput()
+			require.NoError(t, err, "%s", out)
+			for _, w := range tc.want {
+				assert.Contains(t, string(out), w)
+			}
+			ns, err := podCmd(b.pod, b.lockFile, tc.p, "readlink", "/proc/self/ns/net").CombinedOutput()
+			require.NoError(t, err, "%s", ns)
+			assert.Equal(t, podNetns(t, b), string(bytes.TrimSpace(ns)), "born in the pod's namespace")
+		})
+	}
+}
+
+// podNetns is the namespace identity (net:[inode]) of b's pod.
+func podNetns(t *testing.T, b *bed) string {
+	t.Helper()
+	out, err := exec.Command("ip", "netns", "exec", b.pod, "readlink", "/proc/self/ns/net").CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	return string(bytes.TrimSpace(out))
+}
