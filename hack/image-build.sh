@@ -66,10 +66,12 @@ build() {
 		"$ctr"
 	bah rmi "$IMAGE-$arch" >/dev/null 2>&1 || true
 	bah commit --quiet --timestamp 0 --omit-history --format oci --rm "$ctr" "$IMAGE-$arch" >/dev/null
-	ctrs=("${ctrs[@]/$ctr/}")
+	ctrs=() # committed with --rm
 	bah push --quiet --compression-format gzip "$IMAGE-$arch" "oci:$OCI:$arch"
 }
 
+# A fresh layout each time: old references and blobs do not pile up.
+rm -rf "$OCI"
 for arch in "$@"; do
 	build "$arch"
 done
@@ -89,5 +91,10 @@ if (($# > 1)); then
 		bah manifest add "$IMAGE" "$IMAGE-$arch" >/dev/null
 	done
 	bah manifest push --quiet --all --format oci "$IMAGE" "oci:$OCI:index"
+	# The push also lists the per-arch manifests in index.json without a
+	# name; they stay reachable through "index" and under their own names.
+	jq -c '.manifests |= map(select(.annotations["org.opencontainers.image.ref.name"] != null))' \
+		"$OCI/index.json" >"$OCI/index.json.new"
+	mv "$OCI/index.json.new" "$OCI/index.json"
 fi
 log "wrote $OCI: $(jq -r '[.manifests[].annotations["org.opencontainers.image.ref.name"]] | join(", ")' "$OCI/index.json")"

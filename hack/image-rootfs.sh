@@ -45,7 +45,7 @@ VERSION=${VERSION:-dev}
 # itself: standard (ACCEPT, DROP, RETURN and jumps to chains), tcp and udp
 # (-p tcp --dport, -p udp --dport). image-test runs every mode on them.
 EXTENSIONS=(CONNMARK CT MARK REDIRECT TPROXY connmark conntrack mark multiport owner standard tcp udp)
-# PACKAGES: iptables and the closure of its Depends (apt-cache depends
+# ROOT_PACKAGES: iptables, with the closure of its Depends (apt-cache depends
 # --recurse); files are picked from them below.
 ROOT_PACKAGES=(iptables)
 
@@ -55,101 +55,35 @@ for tool in apt-get apt-cache dpkg-deb readelf; do
 	command -v "$tool" >/dev/null || fail "$tool not found (apt-get install apt dpkg binutils)"
 done
 
-# apt_sources prints "URI SUITE" for every enabled deb source of the host's
-# apt configuration (one-line .list files and deb822 .sources files).
-apt_sources() {
-	local files=(/etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources)
-	local existing=() f
-	for f in "${files[@]}"; do [[ -f $f ]] && existing+=("$f"); done
-	((${#existing[@]})) || return 0
-	awk '
-		function flush(  i, n, s) {
-			if (types ~ /(^| )deb( |$)/ && uris != "" && !off) {
-				n = split(suites, s, " ")
-				for (i = 1; i <= n; i++) print uris, s[i]
-			}
-			types = uris = suites = ""; off = 0
-		}
-		FNR == 1 { flush() }
-		FILENAME ~ /\.sources$/ {
-			if ($0 ~ /^[[:space:]]*$/) { flush(); next }
-			key = tolower($1); $1 = ""; sub(/^ +/, "")
-			if (key == "types:") types = $0
-			else if (key == "uris:") { uris = $0; sub(/ .*/, "", uris) }
-			else if (key == "suites:") suites = $0
-			else if (key == "enabled:" && tolower($0) == "no") off = 1
-			next
-		}
-		/^deb[[:space:]]/ { sub(/\[[^]]*\]/, ""); print $2, $3 }
-		END { flush() }
-	' "${existing[@]}"
-}
-
-apt_dir=$CACHE/apt-$ARCH
-APT_OPTS=(
-	-o "Dir::State=$apt_dir/state" -o "Dir::State::status=$apt_dir/state/status"
-	-o "Dir::Cache=$apt_dir/cache" -o "Dir::Etc::SourceList=$apt_dir/sources.list"
-	-o "Dir::Etc::SourceParts=$apt_dir/sources.list.d"
-	-o "Dir::Etc::Preferences=$apt_dir/preferences" -o "Dir::Etc::PreferencesParts=$apt_dir/preferences.d"
-	-o "APT::Architecture=$ARCH" -o "APT::Architectures::=$ARCH"
-	-o "Acquire::IndexTargets::deb::DEP-11::DefaultEnabled=false"
-	-o "Acquire::IndexTargets::deb::DEP-11-icons::DefaultEnabled=false"
-	-o "Acquire::IndexTargets::deb::DEP-11-icons-small::DefaultEnabled=false"
-	-o "Acquire::IndexTargets::deb::CNF::DefaultEnabled=false"
-	-o "Debug::NoLocking=1" -o "APT::Sandbox::User=root" -qq
-)
-
-# apt_setup writes the private sources (the host's Debian sources for SUITE,
-# its -updates and -security) and fetches the package lists for ARCH, once a
-# day at most.
-apt_setup() {
-	mkdir -p "$apt_dir"/{state/lists/partial,cache/archives/partial,sources.list.d,preferences.d}
-	touch "$apt_dir/state/status"
-	local sources
-	if [[ -n ${MIRROR:-} ]]; then
-		sources="$MIRROR $SUITE"$'\n'"$MIRROR $SUITE-updates"
-		[[ -n ${SECURITY_MIRROR:-} ]] && sources+=$'\n'"$SECURITY_MIRROR $SUITE-security"
-	else
-		sources=$(apt_sources | awk -v s="$SUITE" '$2 ~ "^" s "(-updates|-security)?$"')
-	fi
-	[[ -n $sources ]] || fail "no Debian $SUITE source in /etc/apt/sources.list*; set MIRROR"
-	awk -v a="$ARCH" -v k="$KEYRING" '{ print "deb [arch=" a " signed-by=" k "]", $1, $2, "main" }' \
-		<<<"$sources" >"$apt_dir/sources.list.new"
-	if cmp -s "$apt_dir/sources.list.new" "$apt_dir/sources.list" &&
-		[[ -n $(find "$apt_dir/state/lists" -maxdepth 1 -name '*_Packages*' -mmin -1440 -print -quit) ]]; then
-		rm "$apt_dir/sources.list.new"
-		return
-	fi
-	mv "$apt_dir/sources.list.new" "$apt_dir/sources.list"
-	apt-get "${APT_OPTS[@]}" update || fail "apt-get update for $ARCH (see $apt_dir/sources.list)"
-}
+# shellcheck source=hack/image-apt.sh
+source hack/image-apt.sh
+apt_init "$ARCH"
 
 # download fetches the .debs of ROOT_PACKAGES and their dependency closure
 # into $apt_dir/debs (reused when already there) and prints their paths.
 download() {
-	local pkgs debs=$apt_dir/debs
+	local pkgs debs=$apt_dir/debs p v f want=()
 	mkdir -p "$debs"
 	pkgs=$(apt-cache "${APT_OPTS[@]}" depends --recurse --no-recommends --no-suggests --no-conflicts \
 		--no-breaks --no-replaces --no-enhances "${ROOT_PACKAGES[@]}" | grep -v '^ ' | sort -u)
 	[[ -n $pkgs ]] || fail "no packages resolved for ${ROOT_PACKAGES[*]} on $ARCH"
-	local p want=()
-	for p in $pkgs; do
-		local v
-		v=$(apt-cache "${APT_OPTS[@]}" policy "$p" | awk '/Candidate:/ { print $2 }')
+	# "PACKAGE VERSION" of each candidate, in one apt-cache call.
+	# shellcheck disable=SC2086 # pkgs is a word list
+	candidates=$(apt-cache "${APT_OPTS[@]}" policy $pkgs |
+		awk '/^[^ ]/ { name = $1; sub(/:$/, "", name) } /^ +Candidate:/ { print name, $2 }')
+	while read -r p v; do
+		[[ $v != "(none)" ]] || fail "no candidate for $p on $ARCH"
 		# The file name apt-get download writes: epochs are %3a-escaped.
-		[[ -f $debs/${p}_${v//:/%3a}_$ARCH.deb || -f $debs/${p}_${v//:/%3a}_all.deb ]] || want+=("$p:$ARCH=$v")
-	done
+		[[ -f $debs/${p}_${v//:/%3a}_$ARCH.deb || -f $debs/${p}_${v//:/%3a}_all.deb ]] || want+=("$p=$v")
+	done <<<"$candidates"
 	if ((${#want[@]})); then
 		(cd "$debs" && apt-get "${APT_OPTS[@]}" download "${want[@]}") || fail "apt-get download ${want[*]}"
 	fi
-	for p in $pkgs; do
-		local v
-		v=$(apt-cache "${APT_OPTS[@]}" policy "$p" | awk '/Candidate:/ { print $2 }')
-		local f
+	while read -r p v; do
 		for f in "$debs/${p}_${v//:/%3a}_"{"$ARCH",all}.deb; do
 			if [[ -f $f ]]; then echo "$f"; fi
 		done
-	done
+	done <<<"$candidates"
 }
 
 apt_setup
