@@ -279,6 +279,13 @@ in_pod() {
 	' in_pod "$pod_root" env -i "${env[@]}" "$(command -v capsh)" "${CAPSH[@]}" --chroot="$pod_root" --shell="$1" -- "${@:2}"
 }
 
+# tool ARGS...: runs the image's istio-iptables in the pod; fails with its
+# output unless it exits 0.
+tool() {
+	local out
+	out=$(in_pod /usr/local/bin/istio-iptables "$@" 2>&1) || fail "istio-iptables $* in $ns: $out"
+}
+
 # saved FLAVOUR: the image's own iptables and ip6tables save of both tables,
 # without comments and counters.
 saved() {
@@ -321,7 +328,7 @@ check_pod() {
 	pass "in the pod: $out"
 
 	# REDIRECT, the classic istio-init arguments, iptables-nft (auto).
-	in_pod /usr/local/bin/istio-iptables "${CLASSIC[@]}" 2>/dev/null
+	tool "${CLASSIC[@]}"
 	s=$(saved nft)
 	expect "$s" '-A PREROUTING -p tcp -j ISTIO_INBOUND' \
 		'-A ISTIO_INBOUND -p tcp -m tcp --dport 80 -j ISTIO_IN_REDIRECT' \
@@ -332,17 +339,17 @@ check_pod() {
 	pass "REDIRECT (nft): $(grep -c '^-A' <<<"$s") rules in both families, read back with iptables-nft-save and ip6tables-nft-save"
 	all_saved+=$s$'\n'
 	# Re-run: the restarted init container; nothing changes.
-	in_pod /usr/local/bin/istio-iptables "${CLASSIC[@]}" 2>/dev/null
+	tool "${CLASSIC[@]}"
 	s2=$(saved nft)
 	[[ $s2 == "$s" ]] || fail "re-run changed the rules: $(diff <(echo "$s") <(echo "$s2"))"
 	pass "re-run with the same arguments: exit 0, rules unchanged"
-	in_pod /usr/local/bin/istio-iptables --cleanup-only 2>/dev/null
+	tool --cleanup-only
 	expect_clean
 	pass "cleanup: nothing of ours left (nft, legacy, native, ip rule)"
 
 	# TPROXY with --drop-invalid: mangle rules and the policy route.
 	new_ns
-	in_pod /usr/local/bin/istio-iptables "${TPROXY[@]}" 2>/dev/null
+	tool "${TPROXY[@]}"
 	s=$(saved nft)
 	expect "$s" '-A PREROUTING -p tcp -m mark --mark 0x539 -j CONNMARK --save-mark --nfmask 0xffffffff --ctmask 0xffffffff' \
 		'-A OUTPUT -p tcp -m connmark --mark 0x539 -j CONNMARK --restore-mark --nfmask 0xffffffff --ctmask 0xffffffff' \
@@ -352,22 +359,22 @@ check_pod() {
 	ip -n "$ns" rule | grep -q 'fwmark 0x539 lookup 133' || fail "no TPROXY policy rule: $(ip -n "$ns" rule)"
 	pass "TPROXY + drop-invalid (nft): TPROXY, MARK, CONNMARK, conntrack rules and ip rule fwmark 0x539 lookup 133"
 	all_saved+=$s$'\n'
-	in_pod /usr/local/bin/istio-iptables "${TPROXY[@]}" 2>/dev/null
+	tool "${TPROXY[@]}"
 	[[ $(saved nft) == "$s" ]] || fail "TPROXY re-run changed the rules"
-	in_pod /usr/local/bin/istio-iptables --cleanup-only 2>/dev/null
+	tool --cleanup-only
 	expect_clean
 	pass "TPROXY re-run unchanged; cleanup removes the rules and the policy route"
 
 	# DNS capture to one server.
 	new_ns
-	in_pod /usr/local/bin/istio-iptables "${DNS[@]}" 2>/dev/null
+	tool "${DNS[@]}"
 	s=$(saved nft)
 	expect "$s" '-A ISTIO_OUTPUT_DNS -d 10.96.0.10/32 -p udp -m udp --dport 53 -j REDIRECT --to-ports 15053'
 	grep -q -- '-j CT --zone 1' <<<"$s" || fail "no conntrack zone rule: $s"
 	grep -q -- '-m multiport' <<<"$s" || fail "no multiport rule: $s"
 	pass "DNS (--redirect-dns --dns-servers 10.96.0.10, nft): REDIRECT to 15053, CT zones"
 	all_saved+=$s$'\n'
-	in_pod /usr/local/bin/istio-iptables --cleanup-only 2>/dev/null
+	tool --cleanup-only
 	expect_clean
 
 	# Legacy: the lock on a read-only root, then everything at once.
@@ -377,7 +384,7 @@ check_pod() {
 	fi
 	grep -q 'xtables.lock' <<<"$out" || fail "legacy apply failed, but not on the lock: $out"
 	pass "legacy without XTABLES_LOCKFILE fails on the read-only root, naming the lock"
-	in_pod /usr/local/bin/istio-iptables "${TPROXY[@]}" --redirect-dns --dns-servers 10.96.0.10 --iptables-mode legacy 2>/dev/null
+	tool "${TPROXY[@]}" --redirect-dns --dns-servers 10.96.0.10 --iptables-mode legacy
 	s=$(saved legacy)
 	grep -q -- '-j TPROXY --on-port 15006' <<<"$s" || fail "no legacy TPROXY rule: $s"
 	expect "$s" '-A ISTIO_OUTPUT_DNS -d 10.96.0.10/32 -p udp -m udp --dport 53 -j REDIRECT --to-ports 15053'
@@ -385,22 +392,22 @@ check_pod() {
 	! saved nft | grep -q ISTIO || fail "legacy run left rules in iptables-nft"
 	pass "legacy (TPROXY + DNS + drop-invalid): $(grep -c '^-A' <<<"$s") rules in both families, read back with *-legacy-save"
 	all_saved+=$s$'\n'
-	in_pod /usr/local/bin/istio-iptables "${TPROXY[@]}" --redirect-dns --dns-servers 10.96.0.10 --iptables-mode legacy 2>/dev/null
+	tool "${TPROXY[@]}" --redirect-dns --dns-servers 10.96.0.10 --iptables-mode legacy
 	[[ $(saved legacy) == "$s" ]] || fail "legacy re-run changed the rules"
-	in_pod /usr/local/bin/istio-iptables --cleanup-only 2>/dev/null
+	tool --cleanup-only
 	expect_clean
 	pass "legacy re-run unchanged; cleanup"
 
 	# Native nftables: one inet table over netlink, no iptables binary.
 	new_ns
-	in_pod /usr/local/bin/istio-iptables "${CLASSIC[@]}" --native-nftables 2>/dev/null
+	tool "${CLASSIC[@]}" --native-nftables
 	out=$(ip netns exec "$ns" nft list ruleset)
 	grep -q 'redirect to :15001' <<<"$out" || fail "no native redirect: $out"
 	! saved nft | grep -q ISTIO || fail "native run wrote iptables-nft rules"
-	in_pod /usr/local/bin/istio-iptables "${CLASSIC[@]}" --native-nftables 2>/dev/null
+	tool "${CLASSIC[@]}" --native-nftables
 	[[ $(ip netns exec "$ns" nft list ruleset) == "$out" ]] || fail "native re-run changed the table"
 	pass "native nftables: $(ip netns exec "$ns" nft list tables | tr '\n' ' ')with redirect to :15001; re-run unchanged"
-	in_pod /usr/local/bin/istio-iptables --cleanup-only --native-nftables 2>/dev/null
+	tool --cleanup-only --native-nftables
 	expect_clean
 	pass "native cleanup"
 
