@@ -17,11 +17,23 @@ build:
 test:
 	$(GO) test -count=1 -timeout 30m ./...
 	$(MAKE) e2e-native
+	@if [ "$$(id -u)" = 0 ]; then $(MAKE) e2e-runtime; else echo "e2e-runtime skipped: needs root"; fi
 
 # e2e-native: the whole end-to-end package again, every install made with
 # --native-nftables (the same landing places are expected).
 e2e-native:
 	E2E_NATIVE_NFTABLES=1 $(GO) test -count=1 -timeout 30m ./e2e/
+
+# e2e-runtime: root; podman plays each examples/kubernetes/*.yaml with the
+# project's image (image-oci), an nginx app and an haproxy proxy
+# (hack/runtime-images.sh, cached in .cache/runtime), all inside a network
+# namespace made for it, and checks real connections (e2e/runtime). The
+# last line is "e2e-runtime: N passed, M failed", N and M counting checks.
+.PHONY: e2e-runtime
+e2e-runtime: image-oci
+	hack/runtime-images.sh
+	$(GO) test -c -o .cache/runtime/e2e-runtime.test ./e2e/runtime
+	cd e2e/runtime && E2E_RUNTIME=1 ../../.cache/runtime/e2e-runtime.test -test.v -test.timeout 20m
 
 # unit: the pure tests only (no kernel, no root).
 unit:
