@@ -4,9 +4,9 @@ package e2e
 // package runs the binary as the istio-init container does (install,
 // toolCmd: UID 0 with CAP_NET_ADMIN and CAP_NET_RAW only, inside the pod's
 // namespace) or as istio-validation (UID 1337, no capabilities). These
-// tests cover the two other callers: a process without NET_ADMIN, which
-// must fail cleanly, and a CNI plugin or node agent, full root with
-// --netns.
+// tests cover the other callers: a process without NET_ADMIN, which must
+// fail cleanly, one without NET_RAW (which only legacy iptables needs), and
+// a CNI plugin or node agent, full root with --netns.
 
 import (
 	"bytes"
@@ -93,6 +93,48 @@ func TestWithoutNetAdmin(t *testing.T) {
 				assert.Equal(t, before, kernelState(t, b), "the namespace changed")
 			})
 		}
+	}
+}
+
+// TestWithoutNetRaw: NET_ADMIN alone writes everything with iptables-nft and
+// the native backend, but legacy iptables also needs NET_RAW (its raw
+// socket): there the run exits 1, names the capability, and changes
+// nothing.
+func TestWithoutNetRaw(t *testing.T) {
+	requireRoot(t)
+	if nativeNft() {
+		t.Skip("the iptables backends' test: the native backend runs in TestWithoutNetAdmin")
+	}
+	for _, tc := range []struct {
+		name string
+		flag string
+		ok   bool
+	}{
+		{"nft", "--iptables-mode=nft", true},
+		{"native nftables", "--native-nftables", true},
+		{"legacy", "--iptables-mode=legacy", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			b := lonePod(t, "raw")
+			before := kernelState(t, b)
+			args := append(slices.Clone(tproxy), tc.flag, "--ipv6=true", "--redirect-dns", "--dns-servers", addrs["remote"][ipv4])
+			code, out := runAs(t, b, netAdminOnly, args...)
+			if tc.ok {
+				require.Zero(t, code, "%s", out)
+				assert.NotEqual(t, before, kernelState(t, b), "rules written")
+				code, out = runAs(t, b, netAdminOnly, args...)
+				assert.Zero(t, code, "%s", out)
+				assert.Contains(t, out, "already in place")
+				code, out = runAs(t, b, netAdminOnly, "--cleanup-only")
+				assert.Zero(t, code, "%s", out)
+				assert.Equal(t, before, kernelState(t, b), "after the cleanup")
+				return
+			}
+			assert.Equal(t, 1, code, "%s", out)
+			assert.Contains(t, out, "legacy iptables needs CAP_NET_RAW as well")
+			assert.Equal(t, before, kernelState(t, b), "the namespace changed")
+		})
 	}
 }
 

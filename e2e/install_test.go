@@ -50,6 +50,8 @@ var (
 	initContainer = privileges{name: "istio-init", caps: []string{"net_admin", "net_raw"}}
 	// netRawOnly lacks NET_ADMIN, the capability every write needs.
 	netRawOnly = privileges{name: "NET_RAW only", caps: []string{"net_raw"}}
+	// netAdminOnly lacks NET_RAW, which legacy iptables needs.
+	netAdminOnly = privileges{name: "NET_ADMIN only", caps: []string{"net_admin"}}
 	// validationContainer is Istio's istio-validation: UID 1337, no
 	// capabilities at all.
 	validationContainer = privileges{name: "istio-validation", uid: 1337, gid: 1337}
