@@ -14,6 +14,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"os/exec"
+	"regexp"
 	"slices"
 	"testing"
 
@@ -223,3 +224,62 @@ func podNetns(t *testing.T, b *bed) string {
 	require.NoError(t, err, "%s", out)
 	return string(bytes.TrimSpace(out))
 }
+
+// TestLegacyInPod: the legacy backend as the init container runs it (the
+// matrix uses the default, iptables-nft): REDIRECT and TPROXY with DNS
+// capture land the connections as the nft rules do, a re-run takes the
+// no-op shortcut, and a cleanup restores the kernel state.
+func TestLegacyInPod(t *testing.T) {
+	requireRoot(t)
+	if nativeNft() {
+		t.Skip("the legacy backend's test: every install here is native")
+	}
+	for _, tc := range []struct {
+		name     string
+		args     []string
+		captured map[string]string
+	}{
+		{name: "REDIRECT", args: redirect, captured: redirectCaptured},
+		{name: "TPROXY", args: tproxy, captured: tproxyCaptured},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			b := newBed(t)
+			before := kernelState(t, b)
+			args := append(slices.Clone(tc.args), "--iptables-mode=legacy", "--redirect-dns", "--dns-servers", addrs["remote"][ipv4]+","+addrs["remote"][ipv6])
+			install(t, b, args...)
+			written := kernelState(t, b)
+			assert.Contains(t, written, "-A ISTIO_OUTPUT_DNS", "the legacy tables hold the DNS rules")
+			for _, c := range []conn{
+				{from: fromClient, to: "pod", port: 8080, direct: "app:8080 peer=client"},
+				{from: fromClient, to: "pod", port: 80, fwd: true, direct: "app:80 peer=client"},
+				{from: fromApp, to: "remote", port: 8080, direct: "remote:8080 peer=podr"},
+				{from: fromProxy, to: "remote", port: 8080, direct: "remote:8080 peer=podr"},
+				{from: fromProxy, to: "pod", port: 80, direct: "app:80 peer=pod"},
+			} {
+				for _, f := range families {
+					want := c.direct
+					if w, ok := tc.captured[c.name()]; ok {
+						want = w
+					}
+					assert.Equal(t, want, land(b, c, f), "%s %s", f, c.name())
+				}
+			}
+			code, out := runAs(t, b, initContainer, args...)
+			assert.Zero(t, code, "%s", out)
+			assert.Contains(t, out, "already in place")
+			assert.Equal(t, written, kernelState(t, b))
+			install(t, b, "--cleanup-only")
+			after := kernelState(t, b)
+			assert.NotContains(t, after, "ISTIO")
+			// A legacy table, once loaded in a namespace, stays: the kernel
+			// cannot unregister it. Empty and with ACCEPT policies, it is
+			// what an unloaded one does.
+			assert.Equal(t, before, emptyTables.ReplaceAllString(after, ""))
+		})
+	}
+}
+
+// emptyTables matches a saved table with built-in chains only, ACCEPT
+// policies and no rule.
+var emptyTables = regexp.MustCompile(`(?m)^\*[a-z]+\n(?::[A-Z]+ ACCEPT \n)+COMMIT\n`)
