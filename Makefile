@@ -47,6 +47,21 @@ e2e:
 e2e-mutate:
 	E2E_MUTATE=1 $(GO) test -count=1 -timeout 30m -run TestMutations -v ./e2e/
 
+# torture: root; issue 14's torture suite against $(BIN) (docs/torture.md):
+# swaps under a connection flood, signals, concurrent runs, lying binaries,
+# foreign state, all judged by the kernel state and real connections. Trial
+# counts: TORTURE_SWAPS=100 TORTURE_SIGNALS=50 TORTURE_RACES=25
+# TORTURE_FAULTS=3; TORTURE_ONLY=a,b,c,d,e picks categories; TORTURE_BUDGET
+# (12m) bounds the trials. The last line is "torture: N passed, M failed".
+.PHONY: torture
+TORTURE_REPORT ?= $(or $(TMPDIR),/tmp)/istio-iptables-torture.txt
+torture: build
+	@rm -f $(TORTURE_REPORT); \
+	E2E_TORTURE=1 TORTURE_BIN=$(abspath $(BIN)) TORTURE_REPORT=$(TORTURE_REPORT) \
+		$(GO) test -count=1 -timeout 20m -run '^TestTorture$$' ./e2e/; rc=$$?; \
+	if [ -s $(TORTURE_REPORT) ]; then cat $(TORTURE_REPORT); else echo "torture: the suite wrote no report"; echo "torture: 0 passed, 1 failed"; rc=1; fi; \
+	exit $$rc
+
 update-golden:
 	$(GO) test ./capture/... -run Golden -update
 

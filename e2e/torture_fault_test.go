@@ -1,0 +1,236 @@
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
+)
+
+// ttFault is one lying, hanging or missing binary (or file) a run meets.
+type ttFault struct {
+	name string
+	tr   ttTransition
+	// prepare returns how the run is changed; dir is a fresh directory.
+	prepare func(t *testing.T, dir string) ttRun
+	// hangs: the run can only end by its own deadline (--timeout), and
+	// must fail.
+	hangs bool
+	// ownBed: each trial gets a new bed (the legacy flavour leaves tables
+	// a scrub does not remove).
+	ownBed bool
+	// names: when the run fails, its message must contain this. (Exit 0
+	// is allowed when the new state is whole: the native backend may
+	// remove iptables-nft rules over netlink.)
+	names string
+}
+
+// shims writes executable shell scripts into dir and returns the PATH that
+// puts them first.
+func shims(t *testing.T, dir string, scripts map[string]string) string {
+	t.Helper()
+	for name, body := range scripts {
+		require.NoError(t, os.WriteFile(filepath.Join(dir, name), []byte("#!/bin/sh\n"+body+"\n"), 0o755))
+	}
+	return dir + ":" + ttSystemPath
+}
+
+func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
+
+// cfgLegacyRedirect is REDIRECT on the legacy iptables flavour.
+var cfgLegacyRedirect = ttConfig{name: "legacy REDIRECT", args: append([]string{"--iptables-mode", "legacy"}, ttRedirect...)}
+
+var restores = []string{"iptables-nft-restore", "ip6tables-nft-restore", "iptables-restore", "ip6tables-restore"}
+
+// forEach maps every name to the same script, with $REAL set to the
+// binary it replaces.
+func forEach(t *testing.T, names []string, script string) map[string]string {
+	t.Helper()
+	m := map[string]string{}
+	for _, n := range names {
+		real := n
+		for _, d := range strings.Split(ttSystemPath, ":") {
+			if fileExists(filepath.Join(d, n)) {
+				real = filepath.Join(d, n)
+				break
+			}
+		}
+		m[n] = "REAL=" + real + "\n" + script
+	}
+	return m
+}
+
+var faults = []ttFault{
+	{
+		name: "*-restore exits 0, writes nothing",
+		tr:   ttTransition{"clean->REDIRECT", cfgClean, cfgRedirect},
+		prepare: func(t *testing.T, dir string) ttRun {
+			return ttRun{path: shims(t, dir, forEach(t, restores, "cat >/dev/null\nexit 0"))}
+		},
+	},
+	{
+		name: "*-restore writes something else",
+		tr:   ttTransition{"clean->REDIRECT", cfgClean, cfgRedirect},
+		prepare: func(t *testing.T, dir string) ttRun {
+			// Drops the inbound REDIRECT rule, then restores the rest for real.
+			return ttRun{path: shims(t, dir, forEach(t, restores, `sed '/-j REDIRECT --to-ports 15006/d' | exec "$REAL" "$@"`))}
+		},
+	},
+	{
+		name: "*-save prints garbage",
+		tr:   ttTransition{"REDIRECT->TPROXY", cfgRedirect, cfgTproxy},
+		prepare: func(t *testing.T, dir string) ttRun {
+			saves := []string{"iptables-nft-save", "ip6tables-nft-save", "iptables-save", "ip6tables-save"}
+			return ttRun{path: shims(t, dir, forEach(t, saves,
+				`printf '*nat\n:ISTIO_OUTPUT - [0:0]\n-A ISTIO_OUTPUT -j \001\002garbage\n%%%% not a save file\nCOMMIT\n'`))}
+		},
+	},
+	{
+		name: "*-restore hangs",
+		tr:   ttTransition{"REDIRECT->TPROXY", cfgRedirect, cfgTproxy},
+		prepare: func(t *testing.T, dir string) ttRun {
+			return ttRun{path: shims(t, dir, forEach(t, restores, "exec sleep 3600"))}
+		},
+		hangs: true,
+	},
+	{
+		name: "*-restore hangs, the tool is SIGKILLed alone",
+		tr:   ttTransition{"REDIRECT->TPROXY", cfgRedirect, cfgTproxy},
+		prepare: func(t *testing.T, dir string) ttRun {
+			return ttRun{path: shims(t, dir, forEach(t, restores, "exec sleep 3600")),
+				sig: syscall.SIGKILL, after: 300 * time.Millisecond}
+		},
+	},
+	{
+		// iptables-legacy-restore takes the xtables lock (iptables-nft does not).
+		name: "XTABLES_LOCKFILE is a FIFO",
+		tr:   ttTransition{"clean->legacy REDIRECT", cfgClean, cfgLegacyRedirect},
+		prepare: func(t *testing.T, dir string) ttRun {
+			fifo := filepath.Join(dir, "xtables.lock")
+			require.NoError(t, unix.Mkfifo(fifo, 0o600))
+			return ttRun{lock: fifo}
+		},
+		hangs:  true,
+		ownBed: true,
+	},
+	{
+		name: "mangle refused (no TPROXY extension)",
+		tr:   ttTransition{"REDIRECT->TPROXY", cfgRedirect, cfgTproxy},
+		prepare: func(t *testing.T, dir string) ttRun {
+			return ttRun{env: []string{"XTABLES_LIBDIR=" + libdirWithout(t, dir, "libxt_TPROXY.so")}}
+		},
+	},
+	{
+		name: "no iptables binary: cleanup",
+		tr:   ttTransition{"REDIRECT->cleanup", cfgRedirect, ttConfig{name: "cleanup"}},
+		prepare: func(t *testing.T, dir string) ttRun {
+			return ttRun{path: dir}
+		},
+		names: "iptables",
+	},
+	{
+		name: "no iptables binary: native apply over iptables rules",
+		tr:   ttTransition{"REDIRECT->native", cfgRedirect, cfgNativeRedirect},
+		prepare: func(t *testing.T, dir string) ttRun {
+			return ttRun{path: dir}
+		},
+		names: "iptables",
+	},
+}
+
+// libdirWithout makes an XTABLES_LIBDIR in dir with every extension of the
+// system's but the one named.
+func libdirWithout(t *testing.T, dir, without string) string {
+	t.Helper()
+	matches, _ := filepath.Glob("/usr/lib/*/xtables/libxt_REDIRECT.so")
+	if len(matches) == 0 {
+		matches, _ = filepath.Glob("/usr/lib*/xtables/libxt_REDIRECT.so")
+	}
+	require.NotEmpty(t, matches, "no xtables extension directory found")
+	src := filepath.Dir(matches[0])
+	libdir := filepath.Join(dir, "xtables")
+	require.NoError(t, os.Mkdir(libdir, 0o755))
+	entries, err := os.ReadDir(src)
+	require.NoError(t, err)
+	for _, e := range entries {
+		if e.Name() != without {
+			require.NoError(t, os.Symlink(filepath.Join(src, e.Name()), filepath.Join(libdir, e.Name())))
+		}
+	}
+	return libdir
+}
+
+// tortureFaults is category (d): each fault, from its transition's old
+// state. The run must be detected (no exit 0 unless the new state is
+// whole), bounded in time (a hanging child is killed by the tool's
+// deadline, and dies with the tool), reported truly (judgeAfterRun), and
+// must leave the namespace so that a plain run afterwards programs it
+// whole: never a no-op certified by a marker written over a lie.
+func tortureFaults(t *testing.T, tt *torture) {
+	n := count(t, faultsEnv, 3)
+	hangBound := 10 * time.Second
+	if v := os.Getenv(hangBoundEnv); v != "" {
+		d, err := time.ParseDuration(v)
+		require.NoError(t, err, "%s", hangBoundEnv)
+		hangBound = d
+	}
+	shared := newTortureBed(t)
+	for _, f := range faults {
+		t.Run(f.name, func(t *testing.T) {
+			row := tt.report.row("d", f.name+" ("+f.tr.name+")")
+			defer row.check(t)
+			oldState := tt.expected.of(t, f.tr.old)
+			newState := tt.expected.of(t, f.tr.expectedNew())
+			for i := 0; i < n; i++ {
+				if tt.outOfTime() {
+					row.trial(false, "not run", fmt.Sprintf("time budget spent: %d of %d trials not run", n-i, n))
+					return
+				}
+				b := shared
+				if f.ownBed {
+					b = newTortureBed(t)
+				}
+				if err := tt.setState(t, b, f.tr.old); err != nil {
+					row.trial(false, "setup", err.Error())
+					continue
+				}
+				r := f.prepare(t, t.TempDir())
+				r.args = f.tr.runArgs()
+				r.bound = hangBound
+				if f.hangs && tt.hasTimeout {
+					r.args = append([]string{"--timeout", "2s"}, r.args...)
+					r.bound = 7 * time.Second
+				}
+				res := tt.run(b.podPath(), b.lockFile, r)
+				outcome, why := tt.judgeAfterRun(t, b, res, f.tr.old, f.tr.expectedNew(), oldState, newState)
+				switch {
+				case why != "":
+				case res.code == 0 && f.hangs:
+					outcome, why = "not detected", "exit 0 although a child hung"
+				case res.code != 0 && f.names != "" && !strings.Contains(strings.ToLower(res.stderr), f.names):
+					outcome, why = "unclear message", fmt.Sprintf("the message does not name %q", f.names)
+				case res.code != 0 && strings.TrimSpace(res.stderr) == "" && !res.signaled:
+					outcome, why = "unclear message", "failed without a message"
+				}
+				if why == "" {
+					if o, w := tt.recover(t, b, f.tr.expectedNew()); w != "" {
+						outcome, why = o, w
+					}
+				}
+				if why != "" {
+					why = fmt.Sprintf("run %s: %s", res, why)
+				} else {
+					outcome += fmt.Sprintf(", exit %d", res.code)
+				}
+				row.trial(why == "", outcome, why)
+				row.max("longest run ms", int(res.took.Milliseconds()))
+			}
+		})
+	}
+}

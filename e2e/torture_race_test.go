@@ -1,0 +1,111 @@
+package e2e
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// tortureRaces is category (c): two runs started at once on the same
+// namespace, from a given state. Afterwards the namespace must hold
+// exactly one of the allowed configurations (never a mix, never a
+// duplicate rule, never nothing when both applied), the probes must land
+// as that configuration says, neither run may hang or leave a child
+// behind, two failed runs must have changed nothing, and a plain run of
+// the first allowed configuration must then yield it whole.
+func tortureRaces(t *testing.T, tt *torture) {
+	n := count(t, racesEnv, 25)
+	b := newTortureBed(t)
+	for _, pair := range []struct {
+		name  string
+		from  ttConfig
+		a, b  []string
+		allow []ttConfig
+	}{
+		{"same flags", cfgClean, ttRedirect, ttRedirect, []ttConfig{cfgRedirect}},
+		{"different flags", cfgClean, ttRedirect, ttTproxy, []ttConfig{cfgRedirect, cfgTproxy}},
+		{"apply vs cleanup", cfgTproxy, ttRedirect, ttClean, []ttConfig{cfgRedirect, cfgClean}},
+		{"iptables vs native", cfgClean, ttRedirect, cfgNativeRedirect.args, []ttConfig{cfgRedirect, cfgNativeRedirect}},
+	} {
+		t.Run(pair.name, func(t *testing.T) {
+			row := tt.report.row("c", pair.name+" (from "+pair.from.name+")")
+			defer row.check(t)
+			for i := 0; i < n; i++ {
+				if tt.outOfTime() {
+					row.trial(false, "not run", fmt.Sprintf("time budget spent: %d of %d trials not run", n-i, n))
+					return
+				}
+				if err := tt.setState(t, b, pair.from); err != nil {
+					row.trial(false, "setup", err.Error())
+					continue
+				}
+				// Start both within a few milliseconds, in either order.
+				var wg sync.WaitGroup
+				var resA, resB ttResult
+				delayA, delayB := time.Duration(rand.IntN(3000))*time.Microsecond, time.Duration(rand.IntN(3000))*time.Microsecond
+				wg.Add(2)
+				go func() {
+					defer wg.Done()
+					time.Sleep(delayA)
+					resA = tt.run(b.podPath(), b.lockFile, ttRun{args: pair.a})
+				}()
+				go func() {
+					defer wg.Done()
+					time.Sleep(delayB)
+					resB = tt.run(b.podPath(), b.lockFile, ttRun{args: pair.b})
+				}()
+				wg.Wait()
+				outcome, why := tt.judgeRace(t, b, resA, resB, pair.from, pair.allow)
+				if why == "" {
+					if o, w := tt.recover(t, b, pair.allow[0]); w != "" {
+						outcome, why = o, w
+					}
+				}
+				if why != "" {
+					why = fmt.Sprintf("A %s; B %s: %s", resA, resB, why)
+				}
+				row.trial(why == "", outcome, why)
+			}
+		})
+	}
+}
+
+// judgeRace checks the state two concurrent runs left.
+func (tt *torture) judgeRace(t *testing.T, b *bed, resA, resB ttResult, from ttConfig, allow []ttConfig) (string, string) {
+	t.Helper()
+	if left := strays(b.podPath()); len(left) > 0 {
+		killStrays(left)
+		return "orphan", "children of the tool still run in the namespace: " + strings.Join(left, ", ")
+	}
+	if resA.bounded || resB.bounded {
+		return "hung", "a run did not end within its bound"
+	}
+	got, err := snapshot(b.podPath())
+	if err != nil {
+		return "unreadable", err.Error()
+	}
+	if resA.code != 0 && resB.code != 0 {
+		allow = []ttConfig{from} // both failed: nothing may have changed
+	}
+	var held *ttConfig
+	var diffs []string
+	for _, c := range allow {
+		want := tt.expected.of(t, c)
+		if got == want {
+			held = &c
+			break
+		}
+		diffs = append(diffs, c.name+": "+stateDiff(want, got))
+	}
+	if held == nil {
+		return "MIXED", "the state is none of the allowed ones whole: " + strings.Join(diffs, "; ")
+	}
+	p := probe(b)
+	if ok, bad := p.safeUnder(*held); !ok {
+		return "ESCAPE", fmt.Sprintf("state %s whole, yet a probe landed elsewhere: %s", held.name, bad)
+	}
+	return "one whole: " + held.name, ""
+}
