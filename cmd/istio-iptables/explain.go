@@ -43,7 +43,7 @@ func runExplain(args []string, getenv func(string) (string, bool), stdout, stder
 	fs.StringVar(&e.fromSave, "from-save", "", "explain against this iptables-save (or ip6tables-save) output")
 	usageErr := func(msgs ...string) int {
 		for _, m := range msgs {
-			fmt.Fprintf(stderr, "istio-iptables explain: %s\n", m)
+			fmt.Fprintf(stderr, "istio-iptables explain: %s\n", oneLine(m))
 		}
 		fmt.Fprintln(stderr, "Run 'istio-iptables explain --help' for usage.")
 		return exitUsage
@@ -58,8 +58,13 @@ func runExplain(args []string, getenv func(string) (string, bool), stdout, stder
 	uidGiven := fs.Changed("proxy-uid")
 	fromEnv, errs := applyEnv(fs, defs, getenv)
 	fromRules := e.fromNetns != "" || e.fromSave != ""
+	users, usersWhere := userDatabase(o.netns) // the pod's, with --netns (identity.go)
 	if _, ok := fromEnv["-u"]; !uidGiven && !ok && !fromRules {
-		o.cfg.ProxyUID = defaultProxyUID(getenv)
+		if uid, err := defaultProxyUID(getenv, users, usersWhere); err != nil {
+			errs = append(errs, err.Error())
+		} else {
+			o.cfg.ProxyUID = uid
+		}
 	}
 	if len(fs.Args()) > 0 {
 		errs = append(errs, fmt.Sprintf("unexpected argument %q", strings.Join(fs.Args(), " ")))
@@ -71,7 +76,7 @@ func runExplain(args []string, getenv func(string) (string, bool), stdout, stder
 		errs = append(errs, "--from-netns and --from-save exclude each other")
 	case !fromRules:
 		fillDNSServers(&o, fs, fromEnv)
-		o.cfg.Lookup = osLookup{}
+		o.cfg.Lookup = users
 		if err := o.cfg.Validate(); err != nil {
 			for _, e := range unjoin(err) {
 				errs = append(errs, withEnv(e, fromEnv))

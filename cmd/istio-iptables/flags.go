@@ -3,9 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
-	"os/user"
 	"strconv"
-	"strings"
 
 	"github.com/spf13/pflag"
 
@@ -39,7 +37,7 @@ func newFlags(o *options) (*pflag.FlagSet, []flagDef) {
 		{"envoy-port", "p", "ENVOY_PORT", "outbound capture port (ISTIO_REDIRECT)", &c.ProxyPort, nil},
 		{"inbound-capture-port", "z", "INBOUND_CAPTURE_PORT", "inbound capture port (ISTIO_IN_REDIRECT, TPROXY on-port); empty: 15006 with -b '*', else the -p port", &c.InboundCapturePort, nil},
 		{"inbound-tunnel-port", "e", "INBOUND_TUNNEL_PORT", "tunnel port, never captured inbound", &c.InboundTunnelPort, nil},
-		{"proxy-uid", "u", "PROXY_UID", "comma list of UIDs (or user names) never captured; default: uid of $ENVOY_USER (istio-proxy) if it exists, else 1337", &c.ProxyUID, nil},
+		{"proxy-uid", "u", "PROXY_UID", "comma list of UIDs (or user names) never captured; default: uid of $ENVOY_USER (istio-proxy) if it exists, else 1337, never 0. Names (here, in -g and the owner-group flags) are resolved in the pod's /etc/passwd and /etc/group: /proc/PID/root/etc/... with --netns /proc/PID/ns/net, this system's without --netns; with another --netns only numbers are accepted", &c.ProxyUID, nil},
 		{"proxy-gid", "g", "PROXY_GID", "comma list of GIDs (or group names) never captured; empty: the -u UIDs", &c.ProxyGID, nil},
 		{"istio-inbound-interception-mode", "m", "ISTIO_INBOUND_INTERCEPTION_MODE", "inbound mode: REDIRECT or TPROXY", &c.InboundInterceptionMode, nil},
 		{"istio-inbound-ports", "b", "ISTIO_INBOUND_PORTS", "inbound ports to capture; '*' all; empty: none", &c.InboundPortsInclude, nil},
@@ -152,38 +150,4 @@ command line wins.
 Exit codes: 0 done; 1 the kernel refused (the earlier state is intact); 2 bad usage;
 126 the validation failed (--run-validation).
 `)
-}
-
-// osLookup resolves names through the system's user database.
-type osLookup struct{}
-
-func (osLookup) UserID(name string) (uint32, error) {
-	u, err := user.Lookup(name)
-	if err != nil {
-		return 0, err
-	}
-	n, err := strconv.ParseUint(u.Uid, 10, 32)
-	return uint32(n), err
-}
-
-func (osLookup) GroupID(name string) (uint32, error) {
-	g, err := user.LookupGroup(name)
-	if err != nil {
-		return 0, err
-	}
-	n, err := strconv.ParseUint(g.Gid, 10, 32)
-	return uint32(n), err
-}
-
-// defaultProxyUID is the uid of $ENVOY_USER (default istio-proxy) when that
-// user exists, else 1337.
-func defaultProxyUID(getenv func(string) (string, bool)) string {
-	name, ok := getenv("ENVOY_USER")
-	if !ok || strings.TrimSpace(name) == "" {
-		name = "istio-proxy"
-	}
-	if id, err := (osLookup{}).UserID(name); err == nil {
-		return strconv.FormatUint(uint64(id), 10)
-	}
-	return "1337"
 }

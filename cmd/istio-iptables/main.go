@@ -16,8 +16,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/spf13/pflag"
-
 	"github.com/mesh-init/istio-iptables/capture"
 	"github.com/mesh-init/istio-iptables/dryrun"
 	"github.com/mesh-init/istio-iptables/iptables"
@@ -55,7 +53,7 @@ func run(args []string, getenv func(string) (string, bool), stdout, stderr io.Wr
 	fs, defs := newFlags(&o)
 	usageErr := func(msgs ...string) int {
 		for _, m := range msgs {
-			fmt.Fprintf(stderr, "istio-iptables: %s\n", m)
+			fmt.Fprintf(stderr, "istio-iptables: %s\n", oneLine(m))
 		}
 		fmt.Fprintln(stderr, "Run 'istio-iptables --help' for usage. Nothing was changed.")
 		return exitUsage
@@ -73,11 +71,16 @@ func run(args []string, getenv func(string) (string, bool), stdout, stderr io.Wr
 	}
 	uidGiven := fs.Changed("proxy-uid")
 	fromEnv, envErrs := applyEnv(fs, defs, getenv)
+	var errs []string
+	users, usersWhere := userDatabase(o.netns) // the pod's, with --netns (identity.go)
 	if _, ok := fromEnv["-u"]; !uidGiven && !ok {
-		o.cfg.ProxyUID = defaultProxyUID(getenv)
+		if uid, err := defaultProxyUID(getenv, users, usersWhere); err != nil {
+			errs = append(errs, err.Error())
+		} else {
+			o.cfg.ProxyUID = uid
+		}
 	}
 	dnsNotes := fillDNSServers(&o, fs, fromEnv)
-	var errs []string
 	errs = append(errs, envErrs...)
 	switch rest := fs.Args(); {
 	case len(rest) == 0:
@@ -94,7 +97,7 @@ func run(args []string, getenv func(string) (string, bool), stdout, stderr io.Wr
 	if err != nil {
 		errs = append(errs, withEnv(&capture.FieldError{Flag: "--wait", Msg: err.Error()}, fromEnv))
 	}
-	o.cfg.Lookup = osLookup{}
+	o.cfg.Lookup = users
 	if err := o.cfg.Validate(); err != nil {
 		for _, e := range unjoin(err) {
 			errs = append(errs, withEnv(e, fromEnv))
@@ -147,7 +150,7 @@ func run(args []string, getenv func(string) (string, bool), stdout, stderr io.Wr
 		o.cfg.HostIPv6 = has
 	}
 	for _, n := range dnsNotes {
-		log.Info(n)
+		log.Log(ctx, n.level, n.msg, n.args...)
 	}
 	for _, w := range o.cfg.Warnings() {
 		log.Warn(w)
@@ -222,30 +225,6 @@ func proxyIDs(c capture.Config) string {
 		gid = c.ProxyUID
 	}
 	return "-u " + c.ProxyUID + " -g " + gid + " (run the validation as one of them)"
-}
-
-// fillDNSServers reads the namespace's resolv.conf into --dns-servers
-// when DNS capture is asked for, not for every server, and neither the
-// flag nor DNS_SERVERS is given. It returns what the log should say.
-func fillDNSServers(o *options, fs *pflag.FlagSet, fromEnv map[string]string) []string {
-	on, err := strconv.ParseBool(strings.TrimSpace(o.cfg.RedirectDNS))
-	all, _ := strconv.ParseBool(strings.TrimSpace(o.cfg.CaptureAllDNS))
-	if _, ok := fromEnv["--dns-servers"]; ok || fs.Changed("dns-servers") || err != nil || !on || all || o.cleanupOnly {
-		return nil // given, not needed, or a bad value Validate reports
-	}
-	path := resolvConfPath(o.netns, func(p string) bool { _, err := os.Stat(p); return err == nil })
-	o.cfg.DNSServersFromResolvConf = true
-	text, err := os.ReadFile(path)
-	if err != nil {
-		return []string{fmt.Sprintf("DNS servers: cannot read %s: %v", path, err)}
-	}
-	servers, skipped := parseResolvConf(string(text))
-	o.cfg.DNSServers = strings.Join(servers, ",")
-	notes := []string{fmt.Sprintf("DNS servers from %s: %s", path, strings.Join(servers, ","))}
-	if len(skipped) > 0 {
-		notes = append(notes, fmt.Sprintf("DNS servers in %s that cannot be captured, left out: %s", path, strings.Join(skipped, ",")))
-	}
-	return notes
 }
 
 func logConfig(log *slog.Logger, o options, p plan.Plan) {

@@ -409,7 +409,8 @@ func TestRunFlagsWinOverEnv(t *testing.T) {
 }
 
 // TestRunDefaultProxyUID: without -u or PROXY_UID the uid is that of
-// $ENVOY_USER (default istio-proxy) when it exists, else 1337.
+// $ENVOY_USER (default istio-proxy) when it exists, else 1337; never 0
+// (issue 15): ENVOY_USER=root is refused unless -u 0 is explicit.
 func TestRunDefaultProxyUID(t *testing.T) {
 	r := runCLI(t, map[string]string{"ENVOY_USER": "no-such-user-xyz"}, "-n", "--ipv6=false")
 	require.Equal(t, exitOK, r.code, r.stderr)
@@ -417,8 +418,14 @@ func TestRunDefaultProxyUID(t *testing.T) {
 	assert.Contains(t, r.stdout, "--gid-owner 1337 ")
 
 	r = runCLI(t, map[string]string{"ENVOY_USER": "root"}, "-n", "--ipv6=false")
+	require.Equal(t, exitUsage, r.code, r.stderr)
+	assert.Contains(t, r.stderr, `-u: the default is the UID of ENVOY_USER "root", which is 0 in this system's user database: `+
+		"root is never exempted implicitly; pass -u 0 to exempt it")
+	assert.Empty(t, r.stdout)
+
+	r = runCLI(t, map[string]string{"ENVOY_USER": "root"}, "-n", "--ipv6=false", "-u", "0")
 	require.Equal(t, exitOK, r.code, r.stderr)
-	assert.Contains(t, r.stdout, "--uid-owner 0 ", "ENVOY_USER=root names uid 0")
+	assert.Contains(t, r.stdout, "--uid-owner 0 ", "an explicit -u 0 exempts root")
 }
 
 // helpEntries splits help text into one entry per flag: a line that
