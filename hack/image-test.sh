@@ -118,6 +118,11 @@ check_size() {
 		printf '%s\n' "${sizes[-1]}"
 		((uncompressed < limit)) || fail "$arch image is $uncompressed bytes uncompressed, the limit is $limit"
 		pass "$arch image under $LIMIT_MB MB"
+		# Every entry root's, none setuid, setgid or writable by others.
+		local odd
+		odd=$(gzip -dc "$layer" | tar --numeric-owner -tvf - | awk '$2 != "0/0" || ($1 !~ /^l/ && $1 ~ /^...[sS]|^......[sS]|^........w/)')
+		[[ -z $odd ]] || fail "$arch image has entries not owned by 0/0, setuid/setgid or world-writable: $odd"
+		pass "$arch image: every entry owned by 0:0, no setuid, setgid or world-writable file"
 	done
 }
 
