@@ -150,6 +150,11 @@ func (b *builder) insertRule(t plan.Table, c plan.Chain, args ...string) {
 
 func (s settings) ruleSet(fam family) plan.RuleSet {
 	b := &builder{rs: plan.RuleSet{Family: fam.f}}
+	if fam.f == plan.IPv4 && s.loopback4 != "" {
+		// ISTIO_OUTBOUND_IPV4_LOOPBACK_CIDR (default 127.0.0.1/32) stands
+		// for localhost wherever the rules name it, as in Istio.
+		fam.localhost = s.loopback4
+	}
 	tproxy := s.mode == ModeTProxy
 	mark := strconv.FormatUint(uint64(s.mark), 10)
 	outboundMark := strconv.FormatUint(uint64(s.mark)+1, 10)
@@ -182,6 +187,15 @@ func (s settings) ruleSet(fam family) plan.RuleSet {
 
 	s.inbound(b, fam, mark, outboundMark)
 	s.outbound(b, fam)
+	if s.dnsOn() && (s.captureAllDNS || len(s.dnsServers[fam.f]) > 0) {
+		// -I PREROUTING 1 -i IF -j ISTIO_OUTPUT_DNS (nat): DNS arriving on a
+		// -k interface (a VM's) goes to the agent like the app's; on top,
+		// above the -k RETURN and ISTIO_REDIRECT rules (ours; Istio leaves
+		// it to the VM's resolver).
+		for _, ifc := range s.kubeVirt {
+			b.insertRule(nat, chainPrerouting, "-i", ifc, "-j", string(chainOutputDNS))
+		}
+	}
 	if tproxy {
 		s.tproxyMarks(b, fam, mark, outboundMark)
 	}
@@ -281,6 +295,13 @@ func (s settings) inbound(b *builder, fam family, mark, outboundMark string) {
 func (s settings) outbound(b *builder, fam family) {
 	// -A OUTPUT -j ISTIO_OUTPUT: every protocol, so -o covers udp too.
 	b.appendRule(nat, chainOutput, "-j", string(chainOutputIstio))
+	if s.mode == ModeTProxy {
+		// -A ISTIO_OUTPUT -m mark --mark M -j RETURN (ours): the proxy's
+		// original_src upstreams (the client's address, TPROXY mark M) are
+		// not captured again; the owner rule below would send the one to
+		// the pod's own IP back to the inbound listener (Istio loops there).
+		b.appendRule(nat, chainOutputIstio, "-m", "mark", "--mark", strconv.FormatUint(uint64(s.mark), 10), "-j", targetReturn)
+	}
 	// -A ISTIO_OUTPUT -p tcp|udp --dport P -j RETURN: -o ports never captured.
 	for _, ports := range portMatches(s.outboundExclude) {
 		b.appendRule(nat, chainOutputIstio, join([]string{"-p", "tcp"}, ports, []string{"-j", targetReturn})...)
@@ -290,6 +311,9 @@ func (s settings) outbound(b *builder, fam family) {
 	// passthrough is never re-captured.
 	b.appendRule(nat, chainOutputIstio, "-o", loopback, "-s", fam.passthrough, "-j", targetReturn)
 	dns := s.dnsOn()
+	if s.proxyMark != "" {
+		s.proxyMarkRules(b, fam, dns)
+	}
 	for _, owner := range []struct {
 		flag string
 		ids  []string
@@ -305,13 +329,18 @@ func (s settings) outbound(b *builder, fam family) {
 			}
 			b.appendRule(nat, chainOutputIstio, join([]string{"-o", loopback, "!", "-d", fam.localhost, "-p", "tcp"},
 				notPorts, []string{"-m", "owner", owner.flag, id, "-j", string(chainInRedirect)})...)
-			if dns {
+			switch {
+			case s.loopbackInclude:
+				// -i lists a loopback CIDR: the app's traffic over lo is
+				// not returned here, so -i can capture it (Istio's
+				// HasLoopBackIP, both families).
+			case dns:
 				// -A ISTIO_OUTPUT -o lo -p tcp ! --dport 53 -m owner ! --uid-owner U -j RETURN:
 				// an app talking to itself over lo is not captured, but
 				// its DNS to a server on lo is (ISTIO_OUTPUT_DNS below).
 				b.appendRule(nat, chainOutputIstio, "-o", loopback, "-p", "tcp", "!", "--dport", dnsPort,
 					"-m", "owner", "!", owner.flag, id, "-j", targetReturn)
-			} else {
+			default:
 				// An app talking to itself over lo is not captured.
 				b.appendRule(nat, chainOutputIstio, "-o", loopback, "-m", "owner", "!", owner.flag, id, "-j", targetReturn)
 			}
@@ -353,6 +382,34 @@ func (s settings) outbound(b *builder, fam family) {
 		// -A ISTIO_OUTPUT -d C -j ISTIO_REDIRECT: each -i CIDR of this family.
 		b.appendRule(nat, chainOutputIstio, "-d", c.String(), "-j", string(chainRedirect))
 	}
+}
+
+// proxyMarkRules writes the --proxy-mark exemption (ours), the owner
+// rules' triple for a socket mark, before the owner rules: the marked
+// proxy calling its own pod IP over lo goes to the inbound listener, and
+// everything else it sends is never captured. With no -u/-g the mark is
+// the only exemption, so the app's own traffic over lo needs its RETURN
+// here (with -u/-g, the owner rules write it).
+func (s settings) proxyMarkRules(b *builder, fam family, dns bool) {
+	notPorts := []string{"!", "--dport", s.tunnelPort}
+	if dns && s.tunnelPort != dnsPort {
+		notPorts = []string{"-m", "multiport", "!", "--dports", dnsPort + "," + s.tunnelPort}
+	}
+	// -A ISTIO_OUTPUT -o lo ! -d 127.0.0.1/32 -p tcp ! --dport 15008 -m mark --mark X -j ISTIO_IN_REDIRECT
+	b.appendRule(nat, chainOutputIstio, join([]string{"-o", loopback, "!", "-d", fam.localhost, "-p", "tcp"},
+		notPorts, []string{"-m", "mark", "--mark", s.proxyMark, "-j", string(chainInRedirect)})...)
+	if len(s.uids)+len(s.gids) == 0 && !s.loopbackInclude {
+		if dns {
+			// -A ISTIO_OUTPUT -o lo -p tcp ! --dport 53 -m mark ! --mark X -j RETURN
+			b.appendRule(nat, chainOutputIstio, "-o", loopback, "-p", "tcp", "!", "--dport", dnsPort,
+				"-m", "mark", "!", "--mark", s.proxyMark, "-j", targetReturn)
+		} else {
+			// -A ISTIO_OUTPUT -o lo -m mark ! --mark X -j RETURN: the app over lo.
+			b.appendRule(nat, chainOutputIstio, "-o", loopback, "-m", "mark", "!", "--mark", s.proxyMark, "-j", targetReturn)
+		}
+	}
+	// -A ISTIO_OUTPUT -m mark --mark X -j RETURN: the marked proxy, no loops.
+	b.appendRule(nat, chainOutputIstio, "-m", "mark", "--mark", s.proxyMark, "-j", targetReturn)
 }
 
 // ownerGroupRules writes ISTIO_OUTBOUND_OWNER_GROUPS(_EXCLUDE): outbound
@@ -417,6 +474,11 @@ func (s settings) dnsConntrackZones(b *builder, fam family) {
 			b.appendRule(raw, chainOutputDNS, "-p", "udp", "--sport", DNSAgentPort, "-m", "owner", owner.flag, id, "-j", "CT", "--zone", "2")
 		}
 	}
+	if s.proxyMark != "" {
+		// The same two for the marked proxy (--proxy-mark).
+		b.appendRule(raw, chainOutputDNS, "-p", "udp", "--dport", dnsPort, "-m", "mark", "--mark", s.proxyMark, "-j", "CT", "--zone", "1")
+		b.appendRule(raw, chainOutputDNS, "-p", "udp", "--sport", DNSAgentPort, "-m", "mark", "--mark", s.proxyMark, "-j", "CT", "--zone", "2")
+	}
 	if s.captureAllDNS {
 		// -A PREROUTING -j ISTIO_INBOUND (raw)
 		b.appendRule(raw, chainPrerouting, "-j", string(chainInbound))
@@ -424,6 +486,12 @@ func (s settings) dnsConntrackZones(b *builder, fam family) {
 		b.appendRule(raw, chainOutputDNS, "-p", "udp", "--dport", dnsPort, "-j", "CT", "--zone", "2")
 		// -A ISTIO_INBOUND -p udp --sport 53 -j CT --zone 1: the servers' answers.
 		b.appendRule(raw, chainInbound, "-p", "udp", "--sport", dnsPort, "-j", "CT", "--zone", "1")
+		for _, ifc := range s.kubeVirt {
+			// -A ISTIO_INBOUND -i IF -p udp --dport 53 -j CT --zone 2: a VM's
+			// queries on a -k interface, redirected to the agent like the
+			// app's, share the zone of the agent's answers.
+			b.appendRule(raw, chainInbound, "-i", ifc, "-p", "udp", "--dport", dnsPort, "-j", "CT", "--zone", "2")
+		}
 		return
 	}
 	if len(s.dnsServers[fam.f]) == 0 {
@@ -436,6 +504,13 @@ func (s settings) dnsConntrackZones(b *builder, fam family) {
 		b.appendRule(raw, chainOutputDNS, "-p", "udp", "--dport", dnsPort, "-d", hostPrefix(a), "-j", "CT", "--zone", "2")
 		// -A ISTIO_INBOUND -p udp --sport 53 -s S/32 -j CT --zone 1: the server's answers.
 		b.appendRule(raw, chainInbound, "-p", "udp", "--sport", dnsPort, "-s", hostPrefix(a), "-j", "CT", "--zone", "1")
+	}
+	for _, ifc := range s.kubeVirt {
+		for _, a := range s.dnsServers[fam.f] {
+			// -A ISTIO_INBOUND -i IF -p udp --dport 53 -d S/32 -j CT --zone 2: a
+			// VM's queries on a -k interface (redirected to the agent).
+			b.appendRule(raw, chainInbound, "-i", ifc, "-p", "udp", "--dport", dnsPort, "-d", hostPrefix(a), "-j", "CT", "--zone", "2")
+		}
 	}
 }
 
@@ -459,6 +534,11 @@ func (s settings) tproxyMarks(b *builder, fam family, mark, outboundMark string)
 			b.appendRule(mangle, chainOutput, "!", "-d", fam.localhost, "-p", "tcp", "-o", loopback,
 				"-m", "owner", owner.flag, id, "-j", "MARK", "--set-mark", outboundMark)
 		}
+	}
+	if s.proxyMark != "" {
+		// The marked proxy (--proxy-mark) calling its pod IP over lo: mark M+1.
+		b.appendRule(mangle, chainOutput, "!", "-d", fam.localhost, "-p", "tcp", "-o", loopback,
+			"-m", "mark", "--mark", s.proxyMark, "-j", "MARK", "--set-mark", outboundMark)
 	}
 	// -A OUTPUT -p tcp -m connmark --mark M -j CONNMARK --restore-mark:
 	// replies of diverted connections are routed by the policy rule.

@@ -128,6 +128,17 @@ type Config struct {
 	// ProbeTimeout: --probe-timeout, PROBE_TIMEOUT; how long the
 	// validation probe may take, a Go duration; default 5s.
 	ProbeTimeout string
+	// HostIPv4LoopbackCIDR: --istio-outbound-ipv4-loopback-cidr,
+	// ISTIO_OUTBOUND_IPV4_LOOPBACK_CIDR (Istio's variable); the IPv4
+	// loopback range the app uses to reach itself, never captured and
+	// never sent to the inbound listener; default 127.0.0.1/32. A prefix
+	// of 127.0.0.0/8, /8 to /32.
+	HostIPv4LoopbackCIDR string
+	// ProxyMark: --proxy-mark, PROXY_MARK; a socket mark (SO_MARK) the
+	// proxy sets on its sockets: packets carrying it are never captured,
+	// like the -u/-g owners (with -u '' it is the only exemption);
+	// default "": none. 1-0xffffffff, decimal or 0x hex.
+	ProxyMark string
 	// Lookup resolves user and group names in -u and -g. Nil: only numeric
 	// IDs are accepted.
 	Lookup Lookup
@@ -157,6 +168,7 @@ func DefaultConfig() Config {
 		SkipRuleApply:           "false",
 		ProbePort:               DefaultProbePort,
 		ProbeTimeout:            DefaultProbeTimeout.String(),
+		HostIPv4LoopbackCIDR:    DefaultIPv4LoopbackCIDR,
 	}
 }
 
@@ -165,6 +177,10 @@ const (
 	DefaultProbePort    = "15002"
 	DefaultProbeTimeout = 5 * time.Second
 )
+
+// DefaultIPv4LoopbackCIDR is Istio's default for
+// ISTIO_OUTBOUND_IPV4_LOOPBACK_CIDR.
+const DefaultIPv4LoopbackCIDR = "127.0.0.1/32"
 
 // DNSAgentPort is where the agent's DNS proxy listens (udp and tcp).
 const DNSAgentPort = "15053"
@@ -204,6 +220,13 @@ type settings struct {
 	ownerGroups       []string
 	ownerGroupsExcept bool
 	probe             Probe
+	// loopback4 is the IPv4 loopback range (ISTIO_OUTBOUND_IPV4_LOOPBACK_CIDR).
+	loopback4 string
+	// loopbackInclude: -i lists a loopback CIDR (either family), so the
+	// app's traffic over lo is not returned (Istio's HasLoopBackIP).
+	loopbackInclude bool
+	// proxyMark is --proxy-mark in decimal; "" when not set.
+	proxyMark string
 }
 
 // Probe is the validation probe's part of a Config, resolved.
@@ -268,6 +291,17 @@ func (c Config) Warnings() []string {
 	}
 	if truthy(c.SkipRuleApply) && !truthy(c.RunValidation) {
 		w = append(w, "--skip-rule-apply without --run-validation: nothing to do")
+	}
+	// A CIDR with host bits set is used with them cleared; say so.
+	for _, l := range []struct{ flag, v string }{{"-i", c.OutboundIPRangesInclude}, {"-x", c.OutboundIPRangesExclude}} {
+		for _, it := range strings.Split(l.v, ",") {
+			if pfx, err := netip.ParsePrefix(strings.TrimSpace(it)); err == nil && pfx != pfx.Masked() {
+				w = append(w, fmt.Sprintf("%s: %q has host bits set; it is used as %s", l.flag, pfx.String(), pfx.Masked()))
+			}
+		}
+	}
+	if strings.Trim(c.ProxyUID, " ,") == "" && strings.Trim(c.ProxyGID, " ,") == "" && strings.TrimSpace(c.ProxyMark) != "" {
+		w = append(w, "-u and -g are empty: only sockets carrying --proxy-mark are exempt from capture")
 	}
 	return w
 }
@@ -427,6 +461,10 @@ func (p *parser) ifaces(flag, v string) []string {
 			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.' || c == '@') {
 				ok = false
 			}
+		}
+		if !ok && len(s) > 15 {
+			p.fail(flag, "%q is %d bytes long: Linux interface names are at most 15 bytes", s, len(s))
+			continue
 		}
 		if !ok {
 			p.fail(flag, "%q is not a valid interface name", s)
@@ -608,7 +646,11 @@ func (c Config) settings() (settings, error) {
 	if c.Lookup != nil {
 		userID, groupID = c.Lookup.UserID, c.Lookup.GroupID
 	}
-	s.uids = p.ids("-u", c.ProxyUID, userID)
+	// With --proxy-mark, -u '' is allowed: the mark is then the proxy's
+	// only exemption.
+	if strings.Trim(c.ProxyUID, " ,") != "" || strings.TrimSpace(c.ProxyMark) == "" {
+		s.uids = p.ids("-u", c.ProxyUID, userID)
+	}
 	if strings.Trim(c.ProxyGID, " ,") == "" {
 		s.gids = s.uids
 	} else {
@@ -663,7 +705,61 @@ func (c Config) settings() (settings, error) {
 			s.probe.CapturePorts = append(s.probe.CapturePorts, uint16(n))
 		}
 	}
+	s.loopback4 = p.loopbackCIDR("--istio-outbound-ipv4-loopback-cidr", c.HostIPv4LoopbackCIDR)
+	for _, f := range []plan.Family{plan.IPv4, plan.IPv6} {
+		for _, c := range s.outboundCIDRs[f] {
+			s.loopbackInclude = s.loopbackInclude || c.Addr().IsLoopback()
+		}
+	}
+	s.proxyMark = p.proxyMark("--proxy-mark", c.ProxyMark, s)
 	return s, errors.Join(p.errs...)
+}
+
+// loopbackCIDR parses ISTIO_OUTBOUND_IPV4_LOOPBACK_CIDR as Istio checks
+// it: an IPv4 prefix inside 127.0.0.0/8, /8 to /32; "" is the default.
+func (p *parser) loopbackCIDR(flag, v string) string {
+	it, ok := p.items(flag, v)
+	switch {
+	case !ok:
+		return ""
+	case len(it) == 0:
+		return DefaultIPv4LoopbackCIDR
+	case len(it) > 1:
+		p.fail(flag, "want one CIDR, got %q", v)
+		return ""
+	}
+	pfx, err := netip.ParsePrefix(it[0])
+	switch {
+	case err != nil || !pfx.Addr().Is4():
+		p.fail(flag, "%q is not an IPv4 CIDR", it[0])
+	case pfx.Bits() < 8:
+		p.fail(flag, "%q: the prefix length must be 8 to 32", it[0])
+	case !netip.MustParsePrefix("127.0.0.0/8").Contains(pfx.Addr()):
+		p.fail(flag, "%q is not inside the loopback range 127.0.0.0/8", it[0])
+	default:
+		return pfx.Masked().String()
+	}
+	return ""
+}
+
+// proxyMark parses --proxy-mark: one number 1-0xffffffff (decimal or
+// 0x hex), returned in decimal. In TPROXY mode it may not be the TPROXY
+// mark (-t) or mark+1, which mean something else to the rules.
+func (p *parser) proxyMark(flag, v string, s settings) string {
+	it, ok := p.items(flag, v)
+	if !ok || len(it) == 0 {
+		return ""
+	}
+	n, err := strconv.ParseUint(it[0], 0, 32)
+	if err != nil || len(it) > 1 || n == 0 {
+		p.fail(flag, "%q is not a mark in 1-0xffffffff", v)
+		return ""
+	}
+	if s.mode == ModeTProxy && s.mark != 0 && (n == uint64(s.mark) || n == uint64(s.mark)+1) {
+		p.fail(flag, "%q is the TPROXY mark (-t) or mark+1, which the TPROXY rules use; pick another", v)
+		return ""
+	}
+	return strconv.FormatUint(n, 10)
 }
 
 func dedupe(in []string) []string {

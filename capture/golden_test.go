@@ -210,6 +210,32 @@ func goldenCases() []goldenCase {
 			c.RedirectDNS, c.CaptureAllDNS, c.DropInvalid, c.IPv6 = "true", "true", "true", "true"
 			c.OwnerGroupsExclude = "888"
 		})},
+
+		// Issue 16: parity with today's Istio, and beyond.
+
+		// istio-iptables -p 15001 -z 15006 -u 1337 -m REDIRECT -i 127.1.2.3/32,10.0.0.0/8,::1/128 -x "" -b '*' -d 15090,15021,15020 --ipv6=true
+		{"loopback_cidr_include", with(func(c *capture.Config) {
+			c.OutboundIPRangesInclude, c.IPv6 = "127.1.2.3/32,10.0.0.0/8,::1/128", "true"
+		})},
+		// istio-iptables -p 15001 -z 15006 -u 1337 -m TPROXY -i '*' -x "" -b '*' -d 15090,15021,15020 --istio-outbound-ipv4-loopback-cidr 127.0.0.0/8 --ipv6=false
+		{"ipv4_loopback_cidr_tproxy", with(func(c *capture.Config) {
+			c.InboundInterceptionMode, c.HostIPv4LoopbackCIDR = "TPROXY", "127.0.0.0/8"
+		})},
+		// istio-iptables -p 15001 -z 15006 -u '' -m REDIRECT -i '*' -x "" -b '*' -d 15090,15021,15020 --proxy-mark 4242 --ipv6=true
+		{"proxy_mark_only", with(func(c *capture.Config) { c.ProxyUID, c.ProxyMark, c.IPv6 = "", "4242", "true" })},
+		// istio-iptables -p 15001 -z 15006 -u 1337 -m TPROXY -i '*' -x "" -b '*' -d 15090,15021,15020 --proxy-mark 0x1092 --redirect-dns --dns-servers 10.96.0.10 --ipv6=false
+		{"proxy_mark_tproxy_dns", with(func(c *capture.Config) {
+			c.InboundInterceptionMode, c.ProxyMark = "TPROXY", "0x1092"
+			c.RedirectDNS, c.DNSServers = "true", "10.96.0.10"
+		})},
+		// istio-iptables -p 15001 -z 15006 -u 1337 -m REDIRECT -i '*' -x "" -b '*' -d 15090,15021,15020 -k eth1,eth2 --redirect-dns --dns-servers 10.96.0.10,fd00:10::a --ipv6=true
+		{"kubevirt_dns", with(func(c *capture.Config) {
+			c.KubeVirtInterfaces, c.RedirectDNS, c.DNSServers, c.IPv6 = "eth1,eth2", "true", "10.96.0.10,fd00:10::a", "true"
+		})},
+		// istio-iptables -p 15001 -z 15006 -u 1337 -m REDIRECT -i '*' -x "" -b '*' -d 15090,15021,15020 -k eth1 --redirect-dns --capture-all-dns --ipv6=false
+		{"kubevirt_dns_capture_all", with(func(c *capture.Config) {
+			c.KubeVirtInterfaces, c.RedirectDNS, c.CaptureAllDNS = "eth1", "true", "true"
+		})},
 	}
 }
 

@@ -54,11 +54,13 @@ var (
 -A ISTIO_TPROXY ! -d 127.0.0.1/32 -p tcp -j TPROXY --tproxy-mark 1337/0xffffffff --on-port 15006
 `
 	// SPEC §3.3: with TPROXY nat keeps ISTIO_REDIRECT, ISTIO_IN_REDIRECT,
-	// ISTIO_OUTPUT and the tunnel-port rule, without the PREROUTING jump.
+	// ISTIO_OUTPUT and the tunnel-port rule, without the PREROUTING jump;
+	// ISTIO_OUTPUT starts with the RETURN for the TPROXY mark (**ours**).
 	specTProxyNat = `
 -A OUTPUT -j ISTIO_OUTPUT
 -A ISTIO_INBOUND -p tcp --dport 15008 -j RETURN
 -A ISTIO_IN_REDIRECT -p tcp -j REDIRECT --to-ports 15006
+-A ISTIO_OUTPUT -m mark --mark 1337 -j RETURN
 -A ISTIO_OUTPUT -o lo -s 127.0.0.6/32 -j RETURN
 -A ISTIO_OUTPUT -o lo ! -d 127.0.0.1/32 -p tcp ! --dport 15008 -m owner --uid-owner 1337 -j ISTIO_IN_REDIRECT
 -A ISTIO_OUTPUT -o lo -m owner ! --uid-owner 1337 -j RETURN

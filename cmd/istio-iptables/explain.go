@@ -238,9 +238,19 @@ func (e explainOptions) packet() (explain.Packet, []string) {
 	if p.Direction == explain.Inbound && (e.uid != "" || e.gid != "") {
 		errs = append(errs, "--uid and --gid are for outbound connections: inbound packets have no owner")
 	}
-	if e.iface != "" {
-		if e.iface == "lo" || strings.ContainsAny(e.iface, " /:+!") || len(e.iface) > 15 {
-			errs = append(errs, fmt.Sprintf("--iface: %q is not an interface name other than lo", e.iface))
+	switch {
+	case e.iface == "lo" && p.Direction == explain.Outbound:
+		// The connection leaves over lo: the pod talking to itself, so its
+		// destination is one of the pod's own addresses.
+		if p.Dst.IsValid() {
+			p.Local = append(p.Local, p.Dst.Addr().Unmap())
+		}
+	case e.iface == "lo":
+		errs = append(errs, "--iface lo: an inbound connection over lo is the pod calling itself; "+
+			"ask it as --direction outbound --iface lo (with the caller's --uid)")
+	case e.iface != "":
+		if strings.ContainsAny(e.iface, " /:+!") || len(e.iface) > 15 {
+			errs = append(errs, fmt.Sprintf("--iface: %q is not an interface name (at most 15 bytes, none of ' /:+!')", e.iface))
 		}
 		p.Iface = e.iface
 	}
@@ -275,7 +285,8 @@ rules that decided it. The capture flags are those of an apply (see
   --src         source IP or IP:PORT (default: the kernel's choice over lo, else unknown)
   --proto       tcp (default) or udp
   --uid, --gid  outbound: the connecting process's UID and GID (numbers or names; --gid defaults to --uid)
-  --iface       the interface it arrives on (inbound) or leaves by (outbound, not local); default eth0
+  --iface       the interface it arrives on (inbound) or leaves by (outbound); default eth0;
+                outbound lo: the pod talking to itself (the destination is taken as local)
   --local       comma list of the pod's own IPs: outbound to them goes over lo
   --output      text (default) or json
   --from-netns  PATH: the rules (*-save) and addresses of that network namespace

@@ -46,6 +46,7 @@ func main() {
 // run is the whole command: parse flags and environment, validate, build
 // the plan, then print it or apply it. It returns the exit code.
 func run(args []string, getenv func(string) (string, bool), stdout, stderr io.Writer) int {
+	args = stripSubcommand(args) // Istio's injector passes `istio-iptables` first
 	if len(args) > 0 && args[0] == "explain" {
 		return runExplain(args[1:], getenv, stdout, stderr)
 	}
@@ -59,7 +60,7 @@ func run(args []string, getenv func(string) (string, bool), stdout, stderr io.Wr
 		return exitUsage
 	}
 	if err := fs.Parse(args); err != nil {
-		return usageErr(err.Error())
+		return usageErr(flagError(err, fs))
 	}
 	if o.help {
 		usage(stdout, defs, fs)
@@ -82,12 +83,13 @@ func run(args []string, getenv func(string) (string, bool), stdout, stderr io.Wr
 	}
 	dnsNotes := fillDNSServers(&o, fs, fromEnv)
 	errs = append(errs, envErrs...)
+	errs = append(errs, o.resolveIstio(fs, defs, fromEnv)...) // Istio's flags (istio.go)
 	switch rest := fs.Args(); {
 	case len(rest) == 0:
 	case len(rest) == 1 && rest[0] == "clean":
 		o.cleanupOnly = true
 	default:
-		errs = append(errs, fmt.Sprintf("unexpected argument %q (the only positional argument is 'clean')", strings.Join(rest, " ")))
+		errs = append(errs, positionalError(rest, fileExists))
 	}
 	mode := iptables.BackendMode(o.iptablesMode)
 	if err := mode.Validate(); err != nil {
@@ -117,7 +119,7 @@ func run(args []string, getenv func(string) (string, bool), stdout, stderr io.Wr
 		return usageErr(errs...)
 	}
 
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	log := newLogger(o, stderr) // Istio's --log_* flags (istio.go)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 

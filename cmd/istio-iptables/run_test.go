@@ -42,7 +42,13 @@ func runCLI(t *testing.T, env map[string]string, args ...string) cliResult {
 // allFlagDefs returns the flag table of the command.
 func allFlagDefs() []flagDef {
 	var o options
-	_, defs := newFlags(&o)
+	_, all := newFlags(&o)
+	var defs []flagDef
+	for _, d := range all {
+		if !d.istio { // Istio's own flags: istio_test.go
+			defs = append(defs, d)
+		}
+	}
 	return defs
 }
 
@@ -246,6 +252,14 @@ func envConfigs(t *testing.T) []envConfig {
 			},
 			flags: []string{"--native-nftables", "-n", "--ipv6=true", "-i", "*", "-b", "*", "-d", "15090,15021"},
 		},
+		{
+			name: "loopback range, proxy mark (issue 16)",
+			env: map[string]string{
+				"ISTIO_SERVICE_CIDR": "*", "ISTIO_INBOUND_PORTS": "*", "DRY_RUN": "true", "ISTIO_IPV6": "false",
+				"ISTIO_OUTBOUND_IPV4_LOOPBACK_CIDR": "127.0.0.0/8", "PROXY_MARK": "4242", "PROXY_UID": "1337",
+			},
+			flags: []string{"-i", "*", "-b", "*", "-n", "--ipv6=false", "--istio-outbound-ipv4-loopback-cidr", "127.0.0.0/8", "--proxy-mark", "4242", "-u", "1337"},
+		},
 	}
 }
 
@@ -330,6 +344,7 @@ func badEnvValue(env string) string {
 		"REDIRECT_DNS": "maybe", "CAPTURE_ALL_DNS": "maybe", "DROP_INVALID": "maybe", "RUN_VALIDATION": "maybe",
 		"SKIP_RULE_APPLY": "maybe", "DNS_SERVERS": "10.96.0.0/12", "ISTIO_OUTBOUND_OWNER_GROUPS": "no-such-group-xyz",
 		"ISTIO_OUTBOUND_OWNER_GROUPS_EXCLUDE": "*", "PROBE_TIMEOUT": "5",
+		"ISTIO_OUTBOUND_IPV4_LOOPBACK_CIDR": "10.0.0.0/8", "PROXY_MARK": "0x100000000",
 	}
 	if v, ok := bad[env]; ok {
 		return v
@@ -374,6 +389,7 @@ func TestRunFlagsWinOverEnv(t *testing.T) {
 		"REDIRECT_DNS": "false", "CAPTURE_ALL_DNS": "false", "DNS_SERVERS": "10.96.0.10", "DROP_INVALID": "true",
 		"ISTIO_OUTBOUND_OWNER_GROUPS": "101", "ISTIO_OUTBOUND_OWNER_GROUPS_EXCLUDE": "888", "RUN_VALIDATION": "false",
 		"SKIP_RULE_APPLY": "false", "IPTABLES_PROBE_PORT": "15002", "PROBE_TIMEOUT": "5s",
+		"ISTIO_OUTBOUND_IPV4_LOOPBACK_CIDR": "127.0.0.0/8", "PROXY_MARK": "4242",
 	}
 	for _, d := range allFlagDefs() {
 		t.Run(d.env, func(t *testing.T) {
@@ -451,7 +467,8 @@ func helpEntries(text string) map[string]string {
 // and its default, in the flag's own entry.
 func TestRunHelp(t *testing.T) {
 	defs := allFlagDefs()
-	assert.Len(t, defs, 33, "SPEC §1 lists 21 flags with a variable, plus --wait (issue 7), ten of issue 8 and --native-nftables (issue 9)")
+	assert.Len(t, defs, 35, "SPEC §1 lists 21 flags with a variable, plus --wait (issue 7), ten of issue 8, --native-nftables (issue 9) "+
+		"and two of issue 16 (Istio's own flags: istio_test.go)")
 	for _, arg := range []string{"--help", "-h"} {
 		t.Run(arg, func(t *testing.T) {
 			r := runCLI(t, nil, arg)
@@ -526,6 +543,13 @@ var goldenCommandLines = map[string]string{
 	"dns_owner_groups_ipv6":          `-p 15001 -z 15006 -u 1337 -m REDIRECT -i '*' -x "" -b '*' -d 15090,15021,15020 --redirect-dns --dns-servers 10.96.0.10,fd00:10::a --istio-outbound-owner-groups 101,202 --ipv6=true`,
 	"dns_owner_groups_exclude_ipv6":  `-p 15001 -z 15006 -u 1337 -m REDIRECT -i '*' -x "" -b '*' -d 15090,15021,15020 --redirect-dns --dns-servers 10.96.0.10,fd00:10::a --istio-outbound-owner-groups-exclude 888,999 --ipv6=true`,
 	"all_issue8_options_tproxy_ipv6": `-p 15001 -z 15006 -u 1,2 -g 3 -m TPROXY -i '*' -x "" -b '*' -d 15090,15021,15020 -o 25 --redirect-dns --capture-all-dns --drop-invalid --istio-outbound-owner-groups-exclude 888 --ipv6=true`,
+
+	"loopback_cidr_include":     `-p 15001 -z 15006 -u 1337 -m REDIRECT -i 127.1.2.3/32,10.0.0.0/8,::1/128 -x "" -b '*' -d 15090,15021,15020 --ipv6=true`,
+	"ipv4_loopback_cidr_tproxy": `-p 15001 -z 15006 -u 1337 -m TPROXY -i '*' -x "" -b '*' -d 15090,15021,15020 --istio-outbound-ipv4-loopback-cidr 127.0.0.0/8 --ipv6=false`,
+	"proxy_mark_only":           `-p 15001 -z 15006 -u '' -m REDIRECT -i '*' -x "" -b '*' -d 15090,15021,15020 --proxy-mark 4242 --ipv6=true`,
+	"proxy_mark_tproxy_dns":     `-p 15001 -z 15006 -u 1337 -m TPROXY -i '*' -x "" -b '*' -d 15090,15021,15020 --proxy-mark 0x1092 --redirect-dns --dns-servers 10.96.0.10 --ipv6=false`,
+	"kubevirt_dns":              `-p 15001 -z 15006 -u 1337 -m REDIRECT -i '*' -x "" -b '*' -d 15090,15021,15020 -k eth1,eth2 --redirect-dns --dns-servers 10.96.0.10,fd00:10::a --ipv6=true`,
+	"kubevirt_dns_capture_all":  `-p 15001 -z 15006 -u 1337 -m REDIRECT -i '*' -x "" -b '*' -d 15090,15021,15020 -k eth1 --redirect-dns --capture-all-dns --ipv6=false`,
 }
 
 // shellWords splits a command line with '…' and "…" quoting, as a shell
