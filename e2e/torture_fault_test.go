@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -232,5 +234,95 @@ func tortureFaults(t *testing.T, tt *torture) {
 				row.max("longest run ms", int(res.took.Milliseconds()))
 			}
 		})
+	}
+	tortureLimits(t, tt, shared)
+}
+
+// withFlag returns args with flag's value replaced, or flag appended.
+func withFlag(args []string, flag, value string) []string {
+	out := append([]string{}, args...)
+	for i := 0; i+1 < len(out); i++ {
+		if out[i] == flag {
+			out[i+1] = value
+			return out
+		}
+	}
+	return append(out, flag, value)
+}
+
+// numbers is "prefix<from>,...,prefix<from+n-1>" with each number formatted by f.
+func numbers(n int, f func(i int) string) string {
+	parts := make([]string, n)
+	for i := range parts {
+		parts[i] = f(i)
+	}
+	return strings.Join(parts, ",")
+}
+
+// ttLimitMessage is a refusal that names a limit.
+var ttLimitMessage = regexp.MustCompile(`(?i)limit|at most|too many|maximum|exceed`)
+
+// tortureLimits: lists the iptables backend takes, given to the native
+// backend (findings 8 and 9). Each case runs once (a fresh apply of such a
+// plan takes seconds). If a fresh apply in a scratch namespace succeeds,
+// the run on the bed is judged as a transition (judgeAfterRun, then a
+// plain run must leave it whole). If even a fresh apply fails, the
+// native backend refuses the list: then the run must fail with a message
+// that names the limit, and leave the old state whole.
+func tortureLimits(t *testing.T, tt *torture, b *bed) {
+	for _, c := range []struct {
+		name string
+		from ttConfig
+		args []string
+	}{
+		{"native, -u of 4,000 UIDs, over TPROXY", cfgTproxy,
+			withFlag(cfgNativeTproxy.args, "-u", "1337,"+numbers(3999, func(i int) string { return strconv.Itoa(2000 + i) }))},
+		{"native, -b of 16,384 ports", cfgClean,
+			withFlag(cfgNativeRedirect.args, "-b", numbers(16384, func(i int) string { return strconv.Itoa(20000 + i) }))},
+		{"native, -x of 3,276 CIDRs", cfgClean,
+			withFlag(cfgNativeRedirect.args, "-x", numbers(3276, func(i int) string { return fmt.Sprintf("10.100.%d.%d/32", i/256, i%256) }))},
+	} {
+		row := tt.report.row("d", c.name)
+		if tt.outOfTime() {
+			row.trial(false, "not run", "time budget spent")
+			continue
+		}
+		target := ttConfig{name: c.name, args: c.args}
+		newState, refused := tt.expected.try(t, target)
+		oldState := tt.expected.of(t, c.from)
+		if err := tt.setState(t, b, c.from); err != nil {
+			row.trial(false, "setup", err.Error())
+			continue
+		}
+		res := tt.run(b.podPath(), b.lockFile, ttRun{args: c.args, bound: time.Minute})
+		row.max("longest run ms", int(res.took.Milliseconds()))
+		var outcome, why string
+		if refused == nil {
+			outcome, why = tt.judgeAfterRun(t, b, res, c.from, target, oldState, newState)
+			if why == "" {
+				if o, w := tt.recover(t, b, target); w != "" {
+					outcome, why = o, w
+				}
+			}
+		} else {
+			got, err := snapshot(b.podPath())
+			switch {
+			case err != nil:
+				outcome, why = "unreadable", err.Error()
+			case res.code == 0:
+				outcome, why = "FALSE MESSAGE", "exit 0, though a fresh apply of the same plan fails: "+refused.Error()
+			case got != oldState:
+				outcome, why = "not refused up front", "failed, and the old state is not whole: "+stateDiff(oldState, got)
+			case !ttLimitMessage.MatchString(lastLines(res.stderr, 2)):
+				outcome, why = "unclear message", "refused without naming a limit"
+			default:
+				outcome = "refused up front, named the limit"
+			}
+		}
+		if why != "" {
+			why = fmt.Sprintf("run %s: %s", res, why)
+		}
+		row.trial(why == "", outcome, why)
+		row.check(t)
 	}
 }

@@ -19,6 +19,7 @@ package e2e
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"sort"
 	"strconv"
 	"strings"
@@ -51,6 +52,16 @@ func TestTorture(t *testing.T) {
 	requireRoot(t)
 	tt := newTorture(t)
 	defer tt.report.write(t)
+	// Nothing here may touch the machine's own namespace.
+	host, err := hostState()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if now, err := hostState(); err != nil || now != host {
+			t.Errorf("the machine's own network namespace changed during the suite (%v): %s", err, stateDiff(host, now))
+		}
+	}()
 	categories := []struct {
 		id, name string
 		run      func(*testing.T, *torture)
@@ -96,11 +107,23 @@ func newTorture(t *testing.T) *torture {
 		budget = d
 	}
 	tt := &torture{bin: bin, deadline: time.Now().Add(budget), report: &tortureReport{start: time.Now()}}
-	tt.expected = &expectedStates{tt: tt, states: map[string]string{}}
+	tt.expected = &expectedStates{tt: tt, states: map[string]string{}, failed: map[string]error{}}
 	help, _ := ttOutput(bin, "--help")
 	tt.hasTimeout = strings.Contains(help, "--timeout")
 	t.Logf("torture: binary %s, deadline flag --timeout: %v", bin, tt.hasTimeout)
 	return tt
+}
+
+// hostState is the machine's own tables, policy routing and routes, read
+// in this process's namespace.
+func hostState() (string, error) {
+	cmd := exec.Command("/bin/sh", "-c", snapshotScript+"echo '== main4'; ip -4 route show; echo '== main6'; ip -6 route show | grep -v expires")
+	cmd.Env = []string{"PATH=" + ttSystemPath}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("read the machine's own network state: %w: %s", err, out)
+	}
+	return normalizeState(string(out)), nil
 }
 
 // count reads a trial count from env, with a default.
