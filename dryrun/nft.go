@@ -20,16 +20,17 @@ func PrintNft(w io.Writer, p plan.Plan) error {
 }
 
 // NftText returns the `nft -f` text of the plan: the one transaction that
-// replaces the table inet istio-iptables, loadable with `nft -f` as it is;
-// the policy routing and addresses follow as comments holding the `ip`
-// commands.
+// creates the table inet istio-iptables with its owner tag, as the native
+// backend writes it into a namespace that has none, loadable with
+// `nft -f` as it is; the policy routing and addresses follow as comments
+// holding the `ip` commands.
 func NftText(p plan.Plan) (string, error) {
-	rs, err := iptables.NftTranslate(p)
+	text, err := iptables.NftScript(p)
 	if err != nil {
 		return "", err
 	}
 	var b strings.Builder
-	b.WriteString(rs.Text())
+	b.WriteString(text)
 	for _, r := range p.Routes {
 		for _, c := range r.Commands() {
 			b.WriteString("# " + c + "\n")

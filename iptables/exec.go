@@ -8,6 +8,8 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"syscall"
+	"time"
 
 	"github.com/mesh-init/istio-iptables/plan"
 )
@@ -49,6 +51,13 @@ func (o osExecer) Run(ctx context.Context, argv []string, stdin []byte) ([]byte,
 
 func (osExecer) Start(ctx context.Context, argv []string, stdin []byte) func() ([]byte, error) {
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	// Its own process group, so a signal to ours does not cut it half-way
+	// (the tool finishes the step and says what it left); killed with the
+	// tool (the parent-death signal of the locked thread that forked it)
+	// and, with its group, when the run's deadline passes.
+	cmd.SysProcAttr = childAttrs()
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = time.Second
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if stdin != nil {
@@ -59,6 +68,9 @@ func (osExecer) Start(ctx context.Context, argv []string, stdin []byte) func() (
 		var ee *exec.ExitError
 		if errors.As(err, &ee) {
 			code = ee.ExitCode()
+		}
+		if ctx.Err() != nil {
+			err = fmt.Errorf("killed: %w", context.Cause(ctx))
 		}
 		return stdout.Bytes(), &ExecError{Argv: argv, ExitCode: code, Stderr: stderr.String(), Err: err}
 	}
@@ -95,10 +107,6 @@ func failedLineNumber(stderr string) int {
 	return 0
 }
 
-// ErrPartial marks a failure after which the namespace may hold part of
-// the new state: a rollback that failed too, or a step after the native
-// table was written. Without it, a failed apply left the earlier state.
-var ErrPartial = errors.New("the namespace may hold part of the new state; run again")
 
 // RestoreError is a restore the kernel (or the restore binary) refused. The
 // transaction was not committed: the earlier state is intact.

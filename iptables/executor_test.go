@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -20,6 +18,12 @@ import (
 	"github.com/mesh-init/istio-iptables/plan"
 )
 
+// The executor's unit tests run it against the fake netfilter of
+// fake_test.go: every process is recorded (argv, stdin, whether it ran in
+// the namespace), restores change the fake state table block by table
+// block, and the fake kernel reports it back, so reading, deciding,
+// committing, verifying and rolling back all run without root.
+
 // kernelSaveRedirectV4 is real iptables-nft-save output of the REDIRECT
 // default, kept with the model's tests.
 var kernelSaveRedirectV4 = func() string {
@@ -29,200 +33,6 @@ var kernelSaveRedirectV4 = func() string {
 	}
 	return string(b)
 }()
-
-// The unit tests of the executor: a fake execer records every process
-// (argv, stdin, whether it ran inside the namespace) and answers from a
-// scripted world; a fake kernel lists the tables that world holds and
-// records namespace entries, route syncs and table deletions.
-
-const (
-	testNetns = "/var/run/netns/unit-test"
-	sbin      = "/usr/sbin/"
-)
-
-// allBinaries are the iptables binaries of both flavours and families.
-var allBinaries = []string{
-	"iptables-nft-restore", "iptables-nft-save", "ip6tables-nft-restore", "ip6tables-nft-save",
-	"iptables-legacy-restore", "iptables-legacy-save", "ip6tables-legacy-restore", "ip6tables-legacy-save",
-}
-
-// without returns allBinaries minus those containing any of the words.
-func without(words ...string) []string {
-	return slices.DeleteFunc(slices.Clone(allBinaries), func(b string) bool {
-		return slices.ContainsFunc(words, func(w string) bool { return strings.Contains(b, w) })
-	})
-}
-
-// call is one process the executor started.
-type call struct {
-	Bin     string // base name of argv[0]
-	Argv    []string
-	Stdin   string
-	InNetns bool // started inside kernel.Do
-}
-
-func (c call) String() string { return strings.Join(c.Argv, " ") }
-
-// world is a scripted system: what each *-save prints, which restores
-// fail, which binaries are installed.
-type world struct {
-	exec   *fakeExecer
-	kernel *fakeKernel
-	look   func(string) (string, error)
-	looked []string
-}
-
-// newWorld returns a world where the binaries listed are installed in
-// /usr/sbin and saves maps a save binary's name to what it prints; the
-// tables the kernel lists are those the save output holds, plus extra
-// ("nft/ipv4" -> {"filter"}).
-func newWorld(t *testing.T, installed []string, saves map[string]string) *world {
-	t.Helper()
-	w := &world{}
-	w.kernel = &fakeKernel{legacy: map[plan.Family][]string{}, nft: map[plan.Family][]string{}}
-	w.exec = &fakeExecer{outputs: map[string]string{}, fail: map[string][]string{}, kernel: w.kernel}
-	for bin, out := range saves {
-		w.exec.outputs[bin] = out
-		s, err := plan.ParseSave(out)
-		require.NoError(t, err, "save output for %s", bin)
-		f := plan.IPv4
-		if strings.HasPrefix(bin, "ip6") {
-			f = plan.IPv6
-		}
-		tabs := w.kernel.nft
-		if strings.Contains(bin, "legacy") {
-			tabs = w.kernel.legacy
-		}
-		for _, st := range s.Tables {
-			tabs[f] = append(tabs[f], string(st.Name))
-		}
-	}
-	w.look = func(name string) (string, error) {
-		w.looked = append(w.looked, name)
-		if slices.Contains(installed, name) {
-			return sbin + name, nil
-		}
-		return "", &exec.Error{Name: name, Err: exec.ErrNotFound}
-	}
-	return w
-}
-
-func (w *world) executor(o iptables.Options) iptables.Executor {
-	if o.Netns == "" {
-		o.Netns = testNetns
-	}
-	return iptables.NewExecutorWith(o, w.exec, w.look, w.kernel)
-}
-
-// calls returns the recorded processes whose binary name contains word.
-func (w *world) calls(word string) []call {
-	var out []call
-	for _, c := range w.exec.calls {
-		if strings.Contains(c.Bin, word) {
-			out = append(out, c)
-		}
-	}
-	return out
-}
-
-type fakeExecer struct {
-	calls   []call
-	outputs map[string]string   // binary name -> stdout
-	fail    map[string][]string // binary name -> stderr per successive call; "" succeeds
-	kernel  *fakeKernel
-}
-
-// Start runs the process at once, in call order, like Run: the recorded
-// calls keep the order in which the executor started them.
-func (f *fakeExecer) Start(ctx context.Context, argv []string, stdin []byte) func() ([]byte, error) {
-	out, err := f.Run(ctx, argv, stdin)
-	return func() ([]byte, error) { return out, err }
-}
-
-func (f *fakeExecer) Run(_ context.Context, argv []string, stdin []byte) ([]byte, error) {
-	bin := filepath.Base(argv[0])
-	f.calls = append(f.calls, call{Bin: bin, Argv: slices.Clone(argv), Stdin: string(stdin), InNetns: f.kernel.depth > 0})
-	if errs := f.fail[bin]; len(errs) > 0 {
-		f.fail[bin] = errs[1:]
-		if errs[0] != "" {
-			return nil, &iptables.ExecError{Argv: argv, ExitCode: 1, Stderr: errs[0], Err: errors.New("exit status 1")}
-		}
-	}
-	return []byte(f.outputs[bin]), nil
-}
-
-type syncCall struct {
-	Routes []plan.Route
-	Addrs  []plan.Addr
-}
-
-type deleteCall struct {
-	Family plan.Family
-	Tables []plan.Table
-}
-
-type fakeKernel struct {
-	legacy, nft map[plan.Family][]string
-	depth       int // > 0 inside Do
-	doPaths     []string
-	syncs       []syncCall
-	deletes     []deleteCall
-	syncErr     error
-	outside     []string // kernel operations made outside Do
-	markers     []string // SetNftMarker calls
-}
-
-func (k *fakeKernel) Do(path string, fn func() error) error {
-	k.doPaths = append(k.doPaths, path)
-	k.depth++
-	defer func() { k.depth-- }()
-	return fn()
-}
-
-func (k *fakeKernel) check(op string) {
-	if k.depth == 0 {
-		k.outside = append(k.outside, op)
-	}
-}
-
-func (k *fakeKernel) LegacyTables(f plan.Family) ([]string, error) {
-	k.check("LegacyTables")
-	return slices.Clone(k.legacy[f]), nil
-}
-
-func (k *fakeKernel) NftTables() (map[plan.Family][]string, error) {
-	k.check("NftTables")
-	out := map[plan.Family][]string{}
-	for f, tabs := range k.nft {
-		out[f] = slices.Clone(tabs)
-	}
-	return out, nil
-}
-
-func (k *fakeKernel) DeleteEmptyNftTables(f plan.Family, tables []plan.Table) error {
-	k.check("DeleteEmptyNftTables")
-	k.deletes = append(k.deletes, deleteCall{f, tables})
-	return nil
-}
-
-// NftMarkers reports no marker, so every apply takes the full path the
-// tests assert; the marker path is tested against the real kernel.
-func (k *fakeKernel) NftMarkers() ([]string, uint32, error) {
-	k.check("NftMarkers")
-	return nil, 0, nil
-}
-
-func (k *fakeKernel) SetNftMarker(name string) error {
-	k.check("SetNftMarker")
-	k.markers = append(k.markers, name)
-	return nil
-}
-
-func (k *fakeKernel) SyncRoutes(routes []plan.Route, addrs []plan.Addr) error {
-	k.check("SyncRoutes")
-	k.syncs = append(k.syncs, syncCall{routes, addrs})
-	return k.syncErr
-}
 
 // skipBug skips a test that shows a known bug, unless IPTABLES_BUGS=1
 // (to check a fix): go test ./iptables/ -run X with IPTABLES_BUGS=1.
@@ -392,8 +202,59 @@ func owned(t *testing.T, f plan.Family, save string) plan.Removal {
 	return plan.Owned(f, s)
 }
 
+// legacyRules is a legacy table holding a rule that is not ours.
+const legacyRules = `*nat
+:PREROUTING ACCEPT [0:0]
+:INPUT ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+-A OUTPUT -d 192.0.2.1/32 -j ACCEPT
+COMMIT
+`
+
+const legacyFilterRule = `*filter
+:INPUT ACCEPT [0:0]
+:FORWARD ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+-A INPUT -j ACCEPT
+COMMIT
+`
+
+const nftFilterRule = `*filter
+:INPUT ACCEPT [0:0]
+:FORWARD ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+-A INPUT -j ACCEPT
+COMMIT
+`
+
+// removes checks that a rollback text takes out every chain and every
+// builtin-chain rule of rs and writes nothing.
+func removes(t *testing.T, text string, rs plan.RuleSet) {
+	t.Helper()
+	lines := strings.Split(text, "\n")
+	for _, l := range lines {
+		assert.False(t, strings.HasPrefix(l, "-A ") || strings.HasPrefix(l, "-I "), "rollback of a fresh namespace writes %q", l)
+	}
+	for _, tc := range rs.Chains {
+		assert.Contains(t, lines, "-X "+string(tc.Chain), "rollback keeps chain %s", tc)
+	}
+	for _, r := range rs.Rules {
+		if !plan.Builtin(r.Table, r.Chain) {
+			continue
+		}
+		args, err := plan.Canonical(rs.Family, r.Args)
+		require.NoError(t, err)
+		assert.Contains(t, lines, "-D "+string(r.Chain)+" "+args, "rollback keeps a jump")
+	}
+}
+
+// restoreFailure is what iptables-nft-restore prints when it refuses line 3.
+const restoreFailure = "ip6tables-nft-restore v1.8.9 (nf_tables): invalid port\nError occurred at line: 3\nTry `ip6tables-nft-restore -h' or 'ip6tables-nft-restore --help' for more information.\n"
+
 // A fresh namespace: no table in either flavour. One restore per family,
-// no *-save, the exact text the dry run shows.
+// no *-save, the exact text the dry run shows; the state is then read back
+// over netlink (no process) and the apply recorded.
 func TestApplyFreshNamespace(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
@@ -416,21 +277,23 @@ func TestApplyFreshNamespace(t *testing.T) {
 				want = append(want, restoreCall(restoreBin(rs.Family, "nft"), plan.Render(rs, plan.Removal{}), tc.wantWait))
 			}
 			assert.Equal(t, want, w.exec.calls, "exactly one iptables-nft-restore per family, no *-save")
-			assert.Equal(t, []string{testNetns}, w.kernel.doPaths, "the namespace is entered once")
+			assert.Equal(t, 1, w.ns.entered, "the namespace is entered once")
 			assert.Empty(t, w.kernel.outside, "kernel operations outside the namespace")
 			if len(p.Routes)+len(p.Addrs) > 0 {
-				assert.Equal(t, []syncCall{{p.Routes, p.Addrs}}, w.kernel.syncs)
+				require.NotEmpty(t, w.kernel.routing)
+				assert.Equal(t, p.Routes, w.kernel.routing[0].AddRoutes)
+				assert.Equal(t, p.Addrs, w.kernel.routing[0].AddAddrs)
+				assert.Equal(t, "routing", w.kernel.ops[0], "the TPROXY routing is in place before the rules that need it")
 			}
-			for _, s := range w.kernel.syncs {
-				assert.Equal(t, p.Routes, s.Routes)
-				assert.Equal(t, p.Addrs, s.Addrs)
-			}
+			assert.Equal(t, []string{iptables.MarkerName(plan.Hash(p), w.nf.generation)}, w.nf.markers, "the verified apply is recorded")
+			assert.False(t, w.kernel.locked, "the lock is released")
 		})
 	}
 }
 
-// Tables exist: state is read once per family (one *-save each, before
-// any restore), then one transaction per family that changes.
+// Tables exist: state is read once per family that may hold our rules
+// (one *-save each, before any restore), then one transaction per family
+// that changes.
 func TestApplyReadsStateOnce(t *testing.T) {
 	redirect4 := build(t, redirectDefault)
 	redirect46 := build(t, redirectDefault, ipv6(true))
@@ -455,11 +318,10 @@ func TestApplyReadsStateOnce(t *testing.T) {
 		plan  plan.Plan
 		want  want
 	}{{
-		name:  "empty nat tables",
+		name:  "empty nat tables: nothing to read with *-save",
 		saves: map[string]string{"iptables-nft-save": emptyNat, "ip6tables-nft-save": emptyNat},
 		plan:  redirect46,
 		want: want{
-			saves: []string{"iptables-nft-save", "ip6tables-nft-save"},
 			order: []string{"iptables-nft-restore", "ip6tables-nft-restore"},
 			restores: map[string]string{
 				"iptables-nft-restore":  plan.Render(ruleSet(t, redirect46, plan.IPv4), plan.Removal{}),
@@ -489,8 +351,8 @@ func TestApplyReadsStateOnce(t *testing.T) {
 			saves: []string{"iptables-nft-save", "ip6tables-nft-save"},
 			order: []string{"iptables-nft-restore", "ip6tables-nft-restore"},
 			restores: map[string]string{
-				"iptables-nft-restore":  plan.Render(ruleSet(t, list46, plan.IPv4), owned(t, plan.IPv4, save4(tproxy46))),
-				"ip6tables-nft-restore": plan.Render(ruleSet(t, list46, plan.IPv6), owned(t, plan.IPv6, save6(tproxy46))),
+				"iptables-nft-restore":  renderOrdered(t, ruleSet(t, list46, plan.IPv4), save4(tproxy46)),
+				"ip6tables-nft-restore": renderOrdered(t, ruleSet(t, list46, plan.IPv6), save6(tproxy46)),
 			},
 		},
 	}, {
@@ -523,47 +385,67 @@ func TestApplyReadsStateOnce(t *testing.T) {
 					assert.Equal(t, tc.want.restores[c.Bin], c.Stdin, "stdin of %s", c.Bin)
 				}
 			}
-			assert.Equal(t, tc.want.saves, saves, "one *-save per family holding tables")
+			assert.Equal(t, tc.want.saves, saves, "one *-save per family holding our chains")
 			assert.Equal(t, tc.want.order, restores, "one restore per family that changes")
 			assert.Less(t, lastSave, firstRestore, "all state is read before the first write")
 			for _, c := range w.calls("restore") {
 				assert.NotContains(t, c.Stdin, "KUBE-TEST", "foreign rules are never touched")
 			}
+			check := w.executor(iptables.Options{}).Check(context.Background(), tc.plan)
+			assert.NoError(t, check, "after the apply the namespace holds the plan")
 		})
 	}
 }
 
-// restoreFailure is what iptables-nft-restore prints when it refuses line 3.
-const restoreFailure = "ip6tables-nft-restore v1.8.9 (nf_tables): invalid port\nError occurred at line: 3\nTry `ip6tables-nft-restore -h' or 'ip6tables-nft-restore --help' for more information.\n"
-
-// removes checks that a rollback text takes out every chain and every
-// builtin-chain rule of rs and writes nothing.
-func removes(t *testing.T, text string, rs plan.RuleSet) {
+// renderOrdered is the restore a swap from the saved state to rs writes:
+// Render with the tables ordered make before break.
+func renderOrdered(t *testing.T, rs plan.RuleSet, saved string) string {
 	t.Helper()
-	lines := strings.Split(text, "\n")
-	for _, l := range lines {
-		assert.False(t, strings.HasPrefix(l, "-A ") || strings.HasPrefix(l, "-I "), "rollback of a fresh namespace writes %q", l)
-	}
-	for _, tc := range rs.Chains {
-		assert.Contains(t, lines, "-X "+string(tc.Chain), "rollback keeps chain %s", tc)
-	}
-	for _, r := range rs.Rules {
-		if !plan.Builtin(r.Table, r.Chain) {
-			continue
-		}
-		args, err := plan.Canonical(rs.Family, r.Args)
-		require.NoError(t, err)
-		assert.Contains(t, lines, "-D "+string(r.Chain)+" "+args, "rollback keeps a jump")
+	s, err := plan.ParseSave(saved)
+	require.NoError(t, err)
+	old := plan.Owned(rs.Family, s)
+	return plan.RenderTables(rs, old, iptables.TableOrder(rs, plan.OwnedRuleSet(rs.Family, s), old.Tables(rs)))
+}
+
+// A mode swap commits, within each family's restore, the table that gains
+// capture before the one that loses it: every intermediate commit still
+// captures inbound.
+func TestSwapMakeBeforeBreak(t *testing.T) {
+	redirect := build(t, redirectDefault)
+	tproxy := build(t, tproxyDefault)
+	for _, tc := range []struct {
+		name      string
+		from, to  plan.Plan
+		wantOrder []string
+	}{
+		{"REDIRECT to TPROXY: mangle's TPROXY before nat drops its inbound REDIRECT", redirect, tproxy, []string{"*mangle", "*nat"}},
+		{"TPROXY to REDIRECT: nat's inbound REDIRECT before mangle drops TPROXY", tproxy, redirect, []string{"*nat", "*mangle"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := newWorld(t, allBinaries, nil)
+			ex := w.executor(iptables.Options{})
+			require.NoError(t, ex.Apply(context.Background(), tc.from))
+			require.NoError(t, ex.Apply(context.Background(), tc.to))
+			restores := w.calls("restore")
+			require.Len(t, restores, 2)
+			var order []string
+			for _, l := range strings.Split(restores[1].Stdin, "\n") {
+				if strings.HasPrefix(l, "*") {
+					order = append(order, l)
+				}
+			}
+			assert.Equal(t, tc.wantOrder, order)
+			assert.NoError(t, ex.Check(context.Background(), tc.to))
+		})
 	}
 }
 
 func TestApplyRestoreFailure(t *testing.T) {
 	p := build(t, redirectDefault, ipv6(true))
-	rs4, rs6 := ruleSet(t, p, plan.IPv4), ruleSet(t, p, plan.IPv6)
-	input6 := plan.Render(rs6, plan.Removal{})
-	line3 := strings.Split(input6, "\n")[2]
+	rs6 := ruleSet(t, p, plan.IPv6)
+	line3 := strings.Split(plan.Render(rs6, plan.Removal{}), "\n")[2]
 
-	t.Run("second family refused: error names the line, first family rolled back", func(t *testing.T) {
+	t.Run("second family refused: error names the line, the first family rolled back and read back", func(t *testing.T) {
 		w := newWorld(t, allBinaries, nil)
 		w.exec.fail["ip6tables-nft-restore"] = []string{restoreFailure}
 		err := w.executor(iptables.Options{}).Apply(context.Background(), p)
@@ -576,94 +458,59 @@ func TestApplyRestoreFailure(t *testing.T) {
 		assert.Equal(t, plan.IPv6, re.Family)
 		assert.Equal(t, 3, re.Line)
 		assert.Equal(t, line3, re.Text)
-		var ee *iptables.ExecError
-		require.ErrorAs(t, err, &ee)
-		assert.Equal(t, sbin+"ip6tables-nft-restore", ee.Argv[0])
-
-		require.Len(t, w.exec.calls, 3, "restore ipv4, restore ipv6 (refused), rollback ipv4: %v", w.exec.calls)
-		assert.Equal(t, "iptables-nft-restore", w.exec.calls[0].Bin)
-		assert.Equal(t, "ip6tables-nft-restore", w.exec.calls[1].Bin)
-		rb := w.exec.calls[2]
-		assert.Equal(t, []string{sbin + "iptables-nft-restore", "--noflush", "--wait", "30"}, rb.Argv)
-		removes(t, rb.Stdin, rs4)
-		assert.Contains(t, w.kernel.deletes, deleteCall{plan.IPv4, rs4.Tables()}, "the rolled-back first apply leaves no empty table")
-		assert.Empty(t, w.kernel.syncs, "no routing change after a refused restore")
-	})
-
-	t.Run("first family refused: the other, written at the same time, is rolled back", func(t *testing.T) {
-		w := newWorld(t, allBinaries, nil)
-		w.exec.fail["iptables-nft-restore"] = []string{strings.ReplaceAll(restoreFailure, "ip6", "ip")}
-		err := w.executor(iptables.Options{}).Apply(context.Background(), p)
-		var re *iptables.RestoreError
-		require.ErrorAs(t, err, &re)
-		assert.Equal(t, plan.IPv4, re.Family)
-		assert.Equal(t, strings.Split(plan.Render(rs4, plan.Removal{}), "\n")[2], re.Text)
-		// Both families' restores are started together; the IPv6 one
-		// succeeded and is undone.
-		require.Len(t, w.exec.calls, 3, "restore ipv4 (refused), restore ipv6, rollback ipv6: %v", w.exec.calls)
-		assert.Equal(t, "ip6tables-nft-restore", w.exec.calls[2].Bin)
-		removes(t, w.exec.calls[2].Stdin, ruleSet(t, p, plan.IPv6))
-		assert.Empty(t, w.kernel.syncs)
+		assert.ErrorIs(t, err, iptables.ErrRolledBack)
+		assert.NotErrorIs(t, err, iptables.ErrPartial)
+		assert.Empty(t, plan.Owned(plan.IPv4, *w.nf.tables["nft/ipv4"]).Chains, "IPv4 rolled back")
+		assert.Empty(t, w.nf.markers, "a failed apply is not recorded")
 	})
 
 	t.Run("refused over an earlier run: the rollback writes the earlier rules back", func(t *testing.T) {
-		old := build(t, redirectDefault, ipv6(true), func(c *capture.Config) { c.InboundPortsInclude = "80" })
-		oldSave4 := saveOf(t, ruleSet(t, old, plan.IPv4), foreignNat...)
+		earlier := build(t, tproxyDefault, ipv6(true))
 		w := newWorld(t, allBinaries, map[string]string{
-			"iptables-nft-save":  oldSave4,
-			"ip6tables-nft-save": saveOf(t, ruleSet(t, old, plan.IPv6)),
+			"iptables-nft-save":  saveOf(t, ruleSet(t, earlier, plan.IPv4), foreignNat...),
+			"ip6tables-nft-save": saveOf(t, ruleSet(t, earlier, plan.IPv6)),
 		})
+		w.nf.routing = routingOf(earlier)
+		before := save(*w.nf.tables["nft/ipv4"])
 		w.exec.fail["ip6tables-nft-restore"] = []string{restoreFailure}
 		err := w.executor(iptables.Options{}).Apply(context.Background(), p)
 		require.ErrorAs(t, err, new(*iptables.RestoreError))
-		restores := w.calls("restore")
-		require.Len(t, restores, 3, "%v", restores)
-		rb := restores[2]
-		assert.Equal(t, "iptables-nft-restore", rb.Bin)
-		lines := strings.Split(rb.Stdin, "\n")
-		for _, l := range strings.Split(oldSave4, "\n") {
-			if !strings.HasPrefix(l, "-A ") || strings.Contains(l, "KUBE-TEST") {
-				continue
-			}
-			// Jumps that were on top of a builtin chain go back on top.
-			chain, args, _ := strings.Cut(strings.TrimPrefix(l, "-A "), " ")
-			inserted := "-I " + chain + " 1 " + args
-			assert.True(t, slices.Contains(lines, l) || slices.Contains(lines, inserted), "the rollback writes %q back", l)
-		}
-		assert.NotContains(t, rb.Stdin, "KUBE-TEST", "foreign rules are never touched")
+		assert.ErrorIs(t, err, iptables.ErrRolledBack)
+		assert.Equal(t, before, save(*w.nf.tables["nft/ipv4"]), "IPv4 holds the earlier rules again, foreign ones untouched")
+		assert.NoError(t, w.executor(iptables.Options{}).Check(context.Background(), earlier), "the earlier plan is whole")
 	})
 
-	t.Run("routing refused: both families rolled back, last first", func(t *testing.T) {
-		tp := build(t, tproxyDefault, ipv6(true))
+	t.Run("a later table block refused after an earlier one committed: rolled back", func(t *testing.T) {
 		w := newWorld(t, allBinaries, nil)
-		w.kernel.syncErr = errors.New("network is down")
-		err := w.executor(iptables.Options{}).Apply(context.Background(), tp)
+		ex := w.executor(iptables.Options{})
+		redirect := build(t, redirectDefault)
+		require.NoError(t, ex.Apply(context.Background(), redirect))
+		tproxy := build(t, tproxyDefault)
+		// The TPROXY extension is missing: the nat block (second) is
+		// refused after mangle committed.
+		w.exec.fail["iptables-nft-restore"] = []string{"iptables-nft-restore: line 40 failed\nError occurred at line: 40\n"}
+		input := renderOrdered(t, ruleSet(t, tproxy, plan.IPv4), save(*w.nf.tables["nft/ipv4"]))
+		lines := strings.Split(input, "\n")
+		n := slices.Index(lines, "*nat") + 2
+		w.exec.fail["iptables-nft-restore"] = []string{fmt.Sprintf("Error occurred at line: %d\n", n)}
+		err := ex.Apply(context.Background(), tproxy)
 		require.Error(t, err)
-		assert.ErrorIs(t, err, w.kernel.syncErr)
-		var bins []string
-		for _, c := range w.exec.calls {
-			bins = append(bins, c.Bin)
-		}
-		assert.Equal(t, []string{"iptables-nft-restore", "ip6tables-nft-restore", "ip6tables-nft-restore", "iptables-nft-restore"}, bins)
-		removes(t, w.exec.calls[2].Stdin, ruleSet(t, tp, plan.IPv6))
-		removes(t, w.exec.calls[3].Stdin, ruleSet(t, tp, plan.IPv4))
+		assert.ErrorIs(t, err, iptables.ErrRolledBack)
+		assert.NoError(t, ex.Check(context.Background(), redirect), "REDIRECT whole again after the partial commit")
 	})
 
-	t.Run("rollback refused too: both errors reported", func(t *testing.T) {
+	t.Run("routing refused: both families rolled back", func(t *testing.T) {
 		w := newWorld(t, allBinaries, nil)
-		w.exec.fail["ip6tables-nft-restore"] = []string{restoreFailure}
-		w.exec.fail["iptables-nft-restore"] = []string{"", "iptables-nft-restore v1.8.9 (nf_tables): Could not fetch rule set generation id: Invalid argument\n"}
-		err := w.executor(iptables.Options{}).Apply(context.Background(), p)
+		w.kernel.routingErr = errors.New("netlink says no")
+		err := w.executor(iptables.Options{}).Apply(context.Background(), build(t, tproxyDefault, ipv6(true)))
 		require.Error(t, err)
-		assert.Contains(t, err.Error(), line3)
-		assert.Contains(t, err.Error(), "rolling back")
-		assert.Contains(t, err.Error(), "generation id")
-		require.ErrorAs(t, err, new(*iptables.RestoreError))
+		assert.ErrorIs(t, err, w.kernel.routingErr)
+		assert.Empty(t, w.calls("restore"), "no rule is written before the routing it needs")
 	})
 
 	t.Run("no line named: exit status and message", func(t *testing.T) {
 		w := newWorld(t, allBinaries, nil)
-		w.exec.fail["iptables-nft-restore"] = []string{"iptables-nft-restore v1.8.9 (nf_tables): Another app is currently holding the xtables lock.\n"}
+		w.exec.fail["iptables-nft-restore"] = []string{"Another app is currently holding the xtables lock."}
 		err := w.executor(iptables.Options{}).Apply(context.Background(), build(t, redirectDefault))
 		var re *iptables.RestoreError
 		require.ErrorAs(t, err, &re)
@@ -673,33 +520,55 @@ func TestApplyRestoreFailure(t *testing.T) {
 	})
 }
 
-// legacyRules is a legacy table holding a rule that is not ours.
-const legacyRules = `*nat
-:PREROUTING ACCEPT [0:0]
-:INPUT ACCEPT [0:0]
-:OUTPUT ACCEPT [0:0]
-:POSTROUTING ACCEPT [0:0]
--A OUTPUT -d 192.0.2.1/32 -j ACCEPT
-COMMIT
-`
+// A restore that exits 0 without writing (or writing something else) is
+// caught by reading the namespace back: exit 1, nothing recorded, and the
+// next run writes for real.
+func TestApplyVerifies(t *testing.T) {
+	p := build(t, redirectDefault)
+	w := newWorld(t, allBinaries, nil)
+	w.exec.lie["iptables-nft-restore"] = true
+	err := w.executor(iptables.Options{}).Apply(context.Background(), p)
+	require.Error(t, err)
+	assert.ErrorIs(t, err, iptables.ErrNotVerified)
+	assert.ErrorIs(t, err, iptables.ErrPartial)
+	assert.Contains(t, err.Error(), "ISTIO_OUTPUT")
+	assert.Empty(t, w.nf.markers, "nothing unverified is recorded")
 
-const legacyFilterRule = `*filter
-:INPUT ACCEPT [0:0]
-:FORWARD ACCEPT [0:0]
-:OUTPUT ACCEPT [0:0]
--A INPUT -j ACCEPT
-COMMIT
-`
+	w.exec.lie["iptables-nft-restore"] = false
+	require.NoError(t, w.executor(iptables.Options{}).Apply(context.Background(), p))
+	assert.Len(t, w.calls("restore"), 2, "the next run writes")
+	assert.NoError(t, w.executor(iptables.Options{}).Check(context.Background(), p))
 
-const nftFilterRule = `*filter
-:INPUT ACCEPT [0:0]
-:FORWARD ACCEPT [0:0]
-:OUTPUT ACCEPT [0:0]
--A INPUT -j ACCEPT
-COMMIT
-`
+	t.Run("legacy is read back with *-save", func(t *testing.T) {
+		w := newWorld(t, allBinaries, nil)
+		w.exec.lie["iptables-legacy-restore"] = true
+		err := w.executor(iptables.Options{Mode: iptables.BackendLegacy}).Apply(context.Background(), p)
+		assert.ErrorIs(t, err, iptables.ErrNotVerified)
+	})
+}
 
-// SPEC §4.1: which flavour's binaries write the rules.
+// A re-run of a recorded apply starts no process; once anything changed
+// nf_tables, the record no longer vouches and the state is read in full.
+func TestRerunShortcut(t *testing.T) {
+	p := build(t, tproxyDefault, ipv6(true))
+	w := newWorld(t, allBinaries, nil)
+	require.NoError(t, w.executor(iptables.Options{}).Apply(context.Background(), p))
+	n := len(w.exec.calls)
+	require.NoError(t, w.executor(iptables.Options{}).Apply(context.Background(), p))
+	assert.Len(t, w.exec.calls, n, "no process on the recorded re-run")
+
+	// Someone flushes our chain: the generation moves, the record is stale.
+	s := w.nf.tables["nft/ipv4"]
+	for i := range s.Tables {
+		s.Tables[i].Rules = nil
+	}
+	w.nf.generation++
+	require.NoError(t, w.executor(iptables.Options{}).Apply(context.Background(), p))
+	assert.Greater(t, len(w.calls("restore")), 2, "the stale record does not vouch: rewritten")
+	assert.NoError(t, w.executor(iptables.Options{}).Check(context.Background(), p))
+}
+
+// contract §4.1: which flavour's binaries write the rules.
 func TestBackendChoice(t *testing.T) {
 	p := build(t, redirectDefault)
 	for _, tc := range []struct {
@@ -708,7 +577,6 @@ func TestBackendChoice(t *testing.T) {
 		installed []string
 		saves     map[string]string
 		want      string // the flavour of the restore that writes the plan
-		bug       string
 	}{
 		{name: "fresh namespace: nft", installed: allBinaries, want: "nft"},
 		{name: "legacy holds rules, nft none: legacy", installed: allBinaries,
@@ -723,8 +591,6 @@ func TestBackendChoice(t *testing.T) {
 			saves: map[string]string{"iptables-legacy-save": legacyRules, "iptables-nft-save": nftFilterRule}, want: "nft"},
 		{name: "legacy binaries missing: nft", installed: without("legacy"),
 			saves: map[string]string{"iptables-nft-save": emptyNat}, want: "nft"},
-		{name: "legacy binaries missing although legacy holds rules: nft", installed: without("legacy"),
-			saves: map[string]string{"iptables-legacy-save": legacyRules}, want: "nft"},
 		{name: "nft binaries missing: legacy", installed: without("nft"), want: "legacy"},
 		{name: "forced nft while legacy holds rules", mode: iptables.BackendNft, installed: allBinaries,
 			saves: map[string]string{"iptables-legacy-save": legacyRules}, want: "nft"},
@@ -733,7 +599,6 @@ func TestBackendChoice(t *testing.T) {
 			saves: map[string]string{"iptables-nft-save": emptyNat}, want: "legacy"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			skipBug(t, tc.bug)
 			w := newWorld(t, tc.installed, tc.saves)
 			require.NoError(t, w.executor(iptables.Options{Mode: tc.mode}).Apply(context.Background(), p))
 			restores := w.calls("restore")
@@ -744,7 +609,7 @@ func TestBackendChoice(t *testing.T) {
 		})
 	}
 
-	t.Run("forced legacy removes our rules from nft in a second transaction", func(t *testing.T) {
+	t.Run("forced legacy removes our rules from nft after writing legacy", func(t *testing.T) {
 		w := newWorld(t, allBinaries, map[string]string{"iptables-nft-save": kernelSaveRedirectV4})
 		require.NoError(t, w.executor(iptables.Options{Mode: iptables.BackendLegacy}).Apply(context.Background(), p))
 		restores := w.calls("restore")
@@ -753,15 +618,24 @@ func TestBackendChoice(t *testing.T) {
 		assert.Equal(t, plan.Render(ruleSet(t, p, plan.IPv4), plan.Removal{}), restores[0].Stdin)
 		assert.Equal(t, "iptables-nft-restore", restores[1].Bin)
 		assert.Equal(t, plan.Render(plan.RuleSet{Family: plan.IPv4}, owned(t, plan.IPv4, kernelSaveRedirectV4)), restores[1].Stdin)
+		assert.Contains(t, w.kernel.ops, "delete ip nat", "the emptied nat table is deleted")
 	})
 
 	t.Run("detection reads legacy state without creating anything", func(t *testing.T) {
-		// No legacy table: the legacy flavour is judged from the kernel's
-		// table list alone, no iptables-legacy-save (which is harmless) and
-		// above all no iptables-legacy invocation that could create tables.
 		w := newWorld(t, allBinaries, map[string]string{"iptables-nft-save": emptyNat})
 		require.NoError(t, w.executor(iptables.Options{}).Apply(context.Background(), p))
 		assert.Empty(t, w.calls("legacy"))
+	})
+
+	t.Run("to native: the native table first, then the iptables rules go", func(t *testing.T) {
+		w := newWorld(t, allBinaries, map[string]string{"iptables-nft-save": kernelSaveRedirectV4})
+		require.NoError(t, w.executor(iptables.Options{Mode: iptables.BackendNative}).Apply(context.Background(), p))
+		require.NotEmpty(t, w.kernel.ops)
+		assert.Equal(t, "native", w.kernel.ops[0])
+		assert.Len(t, w.calls("restore"), 1, "one removal of the iptables rules, after the native write")
+		assert.Empty(t, plan.Owned(plan.IPv4, *w.nf.tables["nft/ipv4"]).Chains)
+		require.NoError(t, w.executor(iptables.Options{}).Apply(context.Background(), p))
+		assert.False(t, w.nf.native.Present, "back to iptables: the native table goes after the rules are written")
 	})
 }
 
@@ -775,46 +649,38 @@ func TestMissingBinaries(t *testing.T) {
 		saves     map[string]string
 		plan      plan.Plan
 		names     []string // binaries the error must name
+		is        error
 	}{
-		{name: "nothing installed", installed: nil, plan: redirect4, names: []string{"iptables-nft-restore"}},
-		{name: "nothing installed, dual-stack", installed: nil, plan: redirect46, names: []string{"iptables-nft-restore", "ip6tables-nft-restore"}},
-		{name: "forced legacy, not installed", mode: iptables.BackendLegacy, installed: without("legacy"), plan: redirect4, names: []string{"iptables-legacy-restore"}},
-		{name: "forced nft, not installed", mode: iptables.BackendNft, installed: without("nft"), plan: redirect4, names: []string{"iptables-nft-restore"}},
-		{name: "no ip6tables at all, dual-stack", installed: without("ip6tables"), plan: redirect46, names: []string{"ip6tables-nft-restore"}},
-		{name: "restore present, save missing while tables exist", installed: without("nft-save"),
-			saves: map[string]string{"iptables-nft-save": kernelSaveRedirectV4}, plan: redirect4, names: []string{"iptables-nft-save"}},
+		{name: "nothing installed", plan: redirect4, names: []string{"iptables-nft-restore"}, is: iptables.ErrNoBinary},
+		{name: "nothing installed, dual-stack", plan: redirect46, names: []string{"iptables-nft-restore", "ip6tables-nft-restore"}, is: iptables.ErrNoBinary},
+		{name: "forced legacy, not installed", mode: iptables.BackendLegacy, installed: without("legacy"), plan: redirect4, names: []string{"iptables-legacy-restore"}, is: iptables.ErrNoBinary},
+		{name: "forced nft, not installed", mode: iptables.BackendNft, installed: without("nft"), plan: redirect4, names: []string{"iptables-nft-restore"}, is: iptables.ErrNoBinary},
+		{name: "no ip6tables at all, dual-stack", installed: without("ip6tables"), plan: redirect46, names: []string{"ip6tables-nft-restore"}, is: iptables.ErrNoBinary},
+		{name: "restore present, save missing while our chains exist", installed: without("nft-save"),
+			saves: map[string]string{"iptables-nft-save": kernelSaveRedirectV4}, plan: redirect4, names: []string{"iptables-nft-save", "nat/ISTIO_OUTPUT"}, is: iptables.ErrUnreadable},
+		{name: "native, our iptables rules left and no binary to remove them", mode: iptables.BackendNative, installed: nil,
+			saves: map[string]string{"iptables-nft-save": kernelSaveRedirectV4}, plan: redirect4, names: []string{"iptables-nft-save"}, is: iptables.ErrUnreadable},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			w := newWorld(t, tc.installed, tc.saves)
 			err := w.executor(iptables.Options{Mode: tc.mode}).Apply(context.Background(), tc.plan)
 			require.Error(t, err)
-			assert.ErrorIs(t, err, iptables.ErrNoBinary)
+			assert.ErrorIs(t, err, tc.is)
+			assert.ErrorIs(t, err, iptables.ErrUnchanged)
 			for _, n := range tc.names {
 				assert.Contains(t, err.Error(), n)
 			}
 			assert.Empty(t, w.calls("restore"), "nothing is written when a binary is missing")
+			assert.Empty(t, w.kernel.ops, "nothing is written when a binary is missing")
 		})
 	}
 
-	t.Run("binaries are resolved once", func(t *testing.T) {
-		w := newWorld(t, allBinaries, map[string]string{"iptables-nft-save": kernelSaveRedirectV4})
-		ex := w.executor(iptables.Options{})
-		require.NoError(t, ex.Apply(context.Background(), redirect46))
-		require.NoError(t, ex.Apply(context.Background(), redirect46))
-		for _, n := range allBinaries {
-			assert.LessOrEqual(t, count(w.looked, n), 1, "%s looked up %d times", n, count(w.looked, n))
-		}
+	t.Run("cleanup with our rules left and no binary: exit 1 naming them", func(t *testing.T) {
+		w := newWorld(t, nil, map[string]string{"iptables-nft-save": kernelSaveRedirectV4})
+		err := w.executor(iptables.Options{}).Cleanup(context.Background())
+		assert.ErrorIs(t, err, iptables.ErrUnreadable)
+		assert.Contains(t, err.Error(), "ISTIO_OUTPUT")
 	})
-}
-
-func count(list []string, s string) int {
-	n := 0
-	for _, x := range list {
-		if x == s {
-			n++
-		}
-	}
-	return n
 }
 
 func TestCleanup(t *testing.T) {
@@ -829,6 +695,7 @@ func TestCleanup(t *testing.T) {
 			"iptables-nft-save": nft4, "ip6tables-nft-save": nft6,
 			"iptables-legacy-save": legacy4, "ip6tables-legacy-save": legacyForeign,
 		})
+		w.nf.routing = routingOf(tproxy46)
 		require.NoError(t, w.executor(iptables.Options{}).Cleanup(context.Background()))
 		want := map[string]string{
 			"iptables-nft-restore":    plan.Render(plan.RuleSet{Family: plan.IPv4}, owned(t, plan.IPv4, nft4)),
@@ -846,28 +713,56 @@ func TestCleanup(t *testing.T) {
 			removes(t, c.Stdin, plan.RuleSet{})
 		}
 		assert.Equal(t, want, got, "one removal per flavour and family holding our rules; none for the foreign-only table")
-		assert.Contains(t, got["iptables-nft-restore"], "-X ISTIO_TPROXY")
-		assert.Contains(t, got["iptables-legacy-restore"], "-D PREROUTING -p tcp -j ISTIO_INBOUND")
-		assert.Equal(t, []syncCall{{}}, w.kernel.syncs, "SyncRoutes(nil, nil): TPROXY routing and ::6 removed")
-		assert.Equal(t, []string{testNetns}, w.kernel.doPaths)
+		assert.Empty(t, w.nf.routing.Routes, "TPROXY routing removed")
+		assert.Empty(t, w.nf.routing.Tables)
+		assert.Empty(t, w.nf.routing.Addrs, "::6 removed")
 		assert.Empty(t, w.kernel.outside)
-		for _, d := range w.kernel.deletes {
-			assert.Subset(t, []plan.Table{plan.TableNat, plan.TableMangle}, d.Tables)
-		}
+		assert.Contains(t, w.kernel.ops, "delete ip6 nat", "emptied tables are deleted")
+		assert.NotContains(t, w.kernel.ops, "delete ip nat", "a table with foreign rules is kept")
 	})
 
-	t.Run("clean namespace: no process, routing still synced", func(t *testing.T) {
+	t.Run("clean namespace: no process, nothing written", func(t *testing.T) {
 		w := newWorld(t, allBinaries, nil)
 		require.NoError(t, w.executor(iptables.Options{}).Cleanup(context.Background()))
 		assert.Empty(t, w.exec.calls)
-		assert.Equal(t, []syncCall{{}}, w.kernel.syncs)
+		assert.Empty(t, w.kernel.ops)
 	})
 
-	t.Run("only foreign rules: read, no restore", func(t *testing.T) {
-		w := newWorld(t, allBinaries, map[string]string{"iptables-legacy-save": legacyForeign, "iptables-nft-save": emptyNat})
-		require.NoError(t, w.executor(iptables.Options{}).Cleanup(context.Background()))
+	t.Run("foreign jump into our chain: a clear error naming it, nothing written", func(t *testing.T) {
+		foreign := []string{":KUBE-TEST - [0:0]", "-A OUTPUT -j KUBE-TEST", "-A KUBE-TEST -j ISTIO_OUTPUT"}
+		w := newWorld(t, allBinaries, map[string]string{"iptables-nft-save": saveOf(t, ruleSet(t, redirect4, plan.IPv4), foreign...)})
+		err := w.executor(iptables.Options{}).Cleanup(context.Background())
+		require.Error(t, err)
+		assert.ErrorIs(t, err, iptables.ErrForeign)
+		assert.Contains(t, err.Error(), "-A KUBE-TEST -j ISTIO_OUTPUT")
 		assert.Empty(t, w.calls("restore"))
-		assert.Len(t, w.calls("save"), 2)
 	})
 
+	t.Run("the lock is taken: another run waits", func(t *testing.T) {
+		w := newWorld(t, allBinaries, nil)
+		w.kernel.locked = true
+		err := w.executor(iptables.Options{}).Apply(context.Background(), redirect4)
+		assert.ErrorIs(t, err, iptables.ErrLocked)
+		assert.ErrorIs(t, err, iptables.ErrUnchanged)
+		assert.Empty(t, w.exec.calls)
+	})
+}
+
+func count(list []string, s string) int {
+	n := 0
+	for _, x := range list {
+		if x == s {
+			n++
+		}
+	}
+	return n
+}
+
+// routingOf is the routing an apply of p leaves.
+func routingOf(p plan.Plan) iptables.Routing {
+	r := iptables.Routing{Routes: p.Routes, Addrs: p.Addrs}
+	for _, rt := range p.Routes {
+		r.Tables = append(r.Tables, iptables.RouteTable{Family: rt.Family, Table: rt.Table})
+	}
+	return r
 }

@@ -126,5 +126,5 @@ func newGoIptables(f plan.Family) (*goipt.IPTables, error) {
 // never through require: it runs on another goroutine.
 func inNS(t *testing.T, n testNS, fn func() error) {
 	t.Helper()
-	require.NoError(t, iptables.LinuxKernel().Do(n.path(), fn))
+	require.NoError(t, n.open(t).Do(fn))
 }

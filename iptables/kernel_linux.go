@@ -3,153 +3,274 @@
 package iptables
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"os"
-	"runtime"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/google/nftables"
+	"github.com/google/nftables/userdata"
 	mdnetlink "github.com/mdlayher/netlink"
-	"github.com/mesh-init/istio-iptables/plan"
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/mesh-init/istio-iptables/plan"
 )
 
+// linuxKernel is the seam around the running system. Every method runs on
+// the calling thread's namespace (Namespace.Do has switched it): sockets
+// are opened plainly on that thread, never through a namespace fd, which
+// would need CAP_SYS_ADMIN. An init container has NET_ADMIN and NET_RAW
+// only, and needs no more.
 type linuxKernel struct{}
 
 func newKernel() kernel { return linuxKernel{} }
 
-// Do runs fn with the calling thread in the namespace at path, the way
-// containernetworking's ns.Do does: on a fresh goroutine with its OS
-// thread locked; the thread is unlocked only when it is back in the
-// original namespace, so a failed restore cannot leak a thread in the
-// wrong namespace. Processes fn starts inherit the namespace. An empty
-// path runs fn where it is.
-func (linuxKernel) Do(path string, fn func() error) error {
-	if path == "" {
-		return fn()
-	}
-	target, err := netns.GetFromPath(path)
+// LockName is the abstract unix socket that is the one-writer lock of a
+// namespace. Abstract sockets belong to the network namespace they are
+// bound in, so every caller sees it, whatever its mount namespace (an init
+// container, a CNI plugin on the node, a retrying node agent), and it goes
+// away with its holder, however the holder ends.
+const LockName = "@istio-iptables.lock"
+
+// ErrLocked is a namespace whose lock another run held for the whole wait.
+var ErrLocked = errors.New("another istio-iptables run holds the namespace's lock")
+
+// Lock takes the namespace's lock, waiting up to wait (and ctx).
+func (linuxKernel) Lock(ctx context.Context, wait time.Duration) (func(), error) {
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
-		return fmt.Errorf("open netns %s: %w", path, err)
+		return nil, fmt.Errorf("lock socket: %w", err)
 	}
-	defer target.Close()
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			errc <- fmt.Errorf("read current netns: %w", err)
-			return // the thread exits locked and is discarded
+	deadline := time.Now().Add(wait)
+	for delay := time.Millisecond; ; delay = min(2*delay, 50*time.Millisecond) {
+		err := unix.Bind(fd, &unix.SockaddrUnix{Name: LockName})
+		if err == nil {
+			return func() { unix.Close(fd) }, nil
 		}
-		defer orig.Close()
-		if err := netns.Set(target); err != nil {
-			errc <- fmt.Errorf("enter netns %s: %w", path, err)
-			return
+		if !errors.Is(err, unix.EADDRINUSE) {
+			unix.Close(fd)
+			return nil, fmt.Errorf("lock %s: %w", LockName, err)
 		}
-		ferr := fn()
-		if err := netns.Set(orig); err != nil {
-			errc <- errors.Join(ferr, fmt.Errorf("leave netns %s: %w", path, err))
-			return
+		if time.Now().After(deadline) {
+			unix.Close(fd)
+			return nil, fmt.Errorf("%w (%s), waited %s (--wait): %w", ErrLocked, LockName, wait, err)
 		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
+		select {
+		case <-ctx.Done():
+			unix.Close(fd)
+			return nil, fmt.Errorf("waiting for the lock %s: %w", LockName, context.Cause(ctx))
+		case <-time.After(delay):
+		}
+	}
 }
 
-// LegacyTables reads the legacy tables of this thread's namespace. The
-// file only lists tables that exist, and reading it creates none.
-func (linuxKernel) LegacyTables(f plan.Family) ([]string, error) {
-	name := "/proc/thread-self/net/ip_tables_names"
-	if f == plan.IPv6 {
-		name = "/proc/thread-self/net/ip6_tables_names"
-	}
-	b, err := os.ReadFile(name)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil // x_tables not loaded at all
-	}
-	if err != nil {
-		return nil, fmt.Errorf("read legacy tables: %w", err)
-	}
-	return strings.Fields(string(b)), nil
-}
-
-// nftConn opens an nf_tables netlink connection in this thread's
-// namespace. The socket is created on the calling thread, which Do has
-// already switched when a --netns was given: no namespace fd is passed,
-// because opening a socket through one setns()es, which needs
-// CAP_SYS_ADMIN, and an init container has only NET_ADMIN and NET_RAW.
-func nftConn() (*nftables.Conn, func(), error) {
+// Probe reads the state the kernel shows without a process: nf_tables
+// (tables, chains, rule counts, our tags, the generation), the legacy
+// table names, policy routing, lo. nf_tables is read between two reads of
+// the generation, and again if it moved.
+func (linuxKernel) Probe() (State, error) {
+	var st State
 	c, err := nftables.New(nftables.AsLasting())
 	if err != nil {
-		return nil, nil, fmt.Errorf("nftables: %w", err)
+		return State{}, fmt.Errorf("nftables: %w", err)
 	}
-	return c, func() { c.CloseLasting() }, nil
+	defer c.CloseLasting()
+	for try := 0; ; try++ {
+		gen, err := nftGeneration()
+		if err != nil {
+			return State{}, err
+		}
+		st = State{Iptables: map[Flavour]map[plan.Family]FlavourState{FlavourNft: {}, FlavourLegacy: {}}}
+		if err := probeNft(c, &st); err != nil {
+			return State{}, err
+		}
+		again, err := nftGeneration()
+		if err != nil {
+			return State{}, err
+		}
+		if again == gen || try == 4 {
+			st.Generation = again
+			break
+		}
+	}
+	for _, fam := range families {
+		tables, err := legacyTables(fam)
+		if err != nil {
+			return State{}, err
+		}
+		st.Iptables[FlavourLegacy][fam] = FlavourState{Tables: tables}
+	}
+	if err := probeRouting(&st); err != nil {
+		return State{}, err
+	}
+	return st, nil
 }
 
-func nftFamily(f plan.Family) nftables.TableFamily {
-	if f == plan.IPv6 {
-		return nftables.TableFamilyIPv6
-	}
-	return nftables.TableFamilyIPv4
-}
+var iptablesTables = []string{"nat", "mangle", "raw", "filter", "security"}
 
-// NftTables lists the nf_tables tables of both IP families over netlink,
-// in one dump.
-func (linuxKernel) NftTables() (map[plan.Family][]string, error) {
-	c, done, err := nftConn()
-	if err != nil {
-		return nil, err
-	}
-	defer done()
+func probeNft(c *nftables.Conn, st *State) error {
 	tables, err := c.ListTables()
 	if err != nil {
-		return nil, fmt.Errorf("list nftables tables: %w", err)
+		return fmt.Errorf("list nftables tables: %w", err)
 	}
-	out := map[plan.Family][]string{}
+	chains, err := c.ListChains()
+	if err != nil {
+		return fmt.Errorf("list nftables chains: %w", err)
+	}
+	count := func(t *nftables.Table, ch *nftables.Chain) (int, error) {
+		rules, err := c.GetRules(t, ch)
+		if err != nil {
+			return 0, fmt.Errorf("list rules of %s %s: %w", t.Name, ch.Name, err)
+		}
+		return len(rules), nil
+	}
 	for _, t := range tables {
+		var fam plan.Family
 		switch t.Family {
 		case nftables.TableFamilyIPv4:
-			out[plan.IPv4] = append(out[plan.IPv4], t.Name)
+			fam = plan.IPv4
 		case nftables.TableFamilyIPv6:
-			out[plan.IPv6] = append(out[plan.IPv6], t.Name)
+			fam = plan.IPv6
+		case nftables.TableFamilyINet:
+			if err := probeInet(c, st, t, chains, count); err != nil {
+				return err
+			}
+			continue
+		default:
+			continue
 		}
+		fs := st.Iptables[FlavourNft][fam]
+		fs.Tables = append(fs.Tables, t.Name)
+		if fs.Counts == nil {
+			fs.Counts = map[plan.TableChain]int{}
+		}
+		accept := true
+		for _, ch := range chains {
+			if ch.Table.Name != t.Name || ch.Table.Family != t.Family {
+				continue
+			}
+			tc := plan.TableChain{Table: plan.Table(t.Name), Chain: plan.Chain(ch.Name)}
+			n, err := count(t, ch)
+			if err != nil {
+				return err
+			}
+			fs.Counts[tc] = n
+			if ch.Hooknum != nil && (ch.Policy == nil || *ch.Policy != nftables.ChainPolicyAccept) {
+				accept = false
+			}
+			if tc.Chain.Owned() && slices.Contains([]string{"nat", "mangle", "raw"}, t.Name) {
+				fs.OwnedChains = append(fs.OwnedChains, tc)
+			}
+		}
+		if accept {
+			fs.AcceptOnly = append(fs.AcceptOnly, plan.Table(t.Name))
+		}
+		st.Iptables[FlavourNft][fam] = fs
 	}
-	return out, nil
+	return nil
 }
 
-// NftMarkers lists the marker tables and reads the ruleset generation
-// (NFT_MSG_GETGEN, which google/nftables does not offer, so it is asked
-// over nfnetlink directly).
-func (linuxKernel) NftMarkers() ([]string, uint32, error) {
-	c, done, err := nftConn()
-	if err != nil {
-		return nil, 0, err
+// probeInet reads an inet table that has one of our names: the native
+// table or a record, ours only when its owner set carries our comment.
+func probeInet(c *nftables.Conn, st *State, t *nftables.Table, chains []*nftables.Chain, count func(*nftables.Table, *nftables.Chain) (int, error)) error {
+	native, marker := t.Name == NftTableName, strings.HasPrefix(t.Name, MarkerPrefix)
+	if !native && !marker {
+		return nil
 	}
-	defer done()
-	tables, err := c.ListTablesOfFamily(nftables.TableFamilyINet)
+	comment, err := ownerTag(t.Name)
 	if err != nil {
-		return nil, 0, fmt.Errorf("list nftables inet tables: %w", err)
+		return err
 	}
-	var markers []string
-	for _, t := range tables {
-		if strings.HasPrefix(t.Name, MarkerPrefix) {
-			markers = append(markers, t.Name)
+	switch {
+	case marker && comment == markerComment:
+		st.Markers = append(st.Markers, t.Name)
+	case native && strings.HasPrefix(comment, ownerComment("")):
+		st.Native = NativeState{Present: true, Ours: true, Hash: strings.TrimPrefix(comment, ownerComment("")), Counts: map[string]int{}}
+		for _, ch := range chains {
+			if ch.Table.Name != t.Name || ch.Table.Family != t.Family {
+				continue
+			}
+			n, err := count(t, ch)
+			if err != nil {
+				return err
+			}
+			st.Native.Chains = append(st.Native.Chains, ch.Name)
+			st.Native.Counts[ch.Name] = n
 		}
+	default:
+		if native {
+			st.Native.Present = true
+		}
+		st.Native.Foreign = append(st.Native.Foreign, "inet "+t.Name)
 	}
-	gen, err := nftGeneration()
-	return markers, gen, err
+	return nil
 }
 
+// markerComment tags a record table.
+const markerComment = "istio-iptables record of the last apply"
+
+// ownerTag reads the comment of the owner set of an inet table ("" when it
+// has none). google/nftables does not decode set comments, so the sets
+// are dumped over nfnetlink directly.
+func ownerTag(table string) (string, error) {
+	c, err := mdnetlink.Dial(unix.NETLINK_NETFILTER, nil)
+	if err != nil {
+		return "", fmt.Errorf("nfnetlink: %w", err)
+	}
+	defer c.Close()
+	ae := mdnetlink.NewAttributeEncoder()
+	ae.String(unix.NFTA_SET_TABLE, table)
+	attrs, err := ae.Encode()
+	if err != nil {
+		return "", err
+	}
+	msgs, err := c.Execute(mdnetlink.Message{
+		Header: mdnetlink.Header{Type: mdnetlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_GETSET), Flags: mdnetlink.Request | mdnetlink.Dump},
+		Data:   append([]byte{unix.NFPROTO_INET, unix.NFNETLINK_V0, 0, 0}, attrs...),
+	})
+	if err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return "", nil // the table went away meanwhile
+		}
+		return "", fmt.Errorf("list the sets of inet %s: %w", table, err)
+	}
+	for _, m := range msgs {
+		if len(m.Data) < 4 {
+			continue
+		}
+		ad, err := mdnetlink.NewAttributeDecoder(m.Data[4:])
+		if err != nil {
+			return "", err
+		}
+		ad.ByteOrder = binary.BigEndian
+		var name string
+		var udata []byte
+		for ad.Next() {
+			switch ad.Type() {
+			case unix.NFTA_SET_NAME:
+				name = ad.String()
+			case unix.NFTA_SET_USERDATA:
+				udata = ad.Bytes()
+			}
+		}
+		if name == OwnerSet {
+			comment, _ := userdata.GetString(udata, userdata.NFTNL_UDATA_SET_COMMENT)
+			return comment, nil
+		}
+	}
+	return "", nil
+}
+
+// nftGeneration reads the nf_tables ruleset generation (NFT_MSG_GETGEN,
+// which google/nftables does not offer).
 func nftGeneration() (uint32, error) {
-	// On this thread's namespace, without a namespace fd (see nftConn).
 	c, err := mdnetlink.Dial(unix.NETLINK_NETFILTER, nil)
 	if err != nil {
 		return 0, fmt.Errorf("nfnetlink: %w", err)
@@ -180,91 +301,21 @@ func nftGeneration() (uint32, error) {
 	return 0, errors.New("no generation in the nftables answer")
 }
 
-// SetNftMarker replaces the marker tables by one called name ("" none),
-// in one transaction.
-func (linuxKernel) SetNftMarker(name string) error {
-	c, done, err := nftConn()
+// legacyTables reads the legacy tables of this thread's namespace. The
+// file only lists tables that exist, and reading it creates none.
+func legacyTables(f plan.Family) ([]string, error) {
+	name := "/proc/thread-self/net/ip_tables_names"
+	if f == plan.IPv6 {
+		name = "/proc/thread-self/net/ip6_tables_names"
+	}
+	b, err := os.ReadFile(name)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil // x_tables not loaded at all
+	}
 	if err != nil {
-		return err
+		return nil, fmt.Errorf("read legacy tables: %w", err)
 	}
-	defer done()
-	tables, err := c.ListTablesOfFamily(nftables.TableFamilyINet)
-	if err != nil {
-		return fmt.Errorf("list nftables inet tables: %w", err)
-	}
-	changed := false
-	for _, t := range tables {
-		if strings.HasPrefix(t.Name, MarkerPrefix) && t.Name != name {
-			c.DelTable(t)
-			changed = true
-		} else if t.Name == name {
-			name = "" // already there
-		}
-	}
-	if name != "" {
-		c.AddTable(&nftables.Table{Name: name, Family: nftables.TableFamilyINet})
-		changed = true
-	}
-	if !changed {
-		return nil
-	}
-	if err := c.Flush(); err != nil {
-		return fmt.Errorf("write the nftables marker: %w", err)
-	}
-	return nil
-}
-
-// DeleteEmptyNftTables deletes the named tables when they hold only base
-// chains with no rule and an accept policy: removing such a table changes
-// nothing for a packet, and leaves the namespace as it was before a run.
-func (linuxKernel) DeleteEmptyNftTables(f plan.Family, tables []plan.Table) error {
-	if len(tables) == 0 {
-		return nil
-	}
-	c, done, err := nftConn()
-	if err != nil {
-		return err
-	}
-	defer done()
-	chains, err := c.ListChainsOfTableFamily(nftFamily(f))
-	if err != nil {
-		return fmt.Errorf("list nftables %s chains: %w", f, err)
-	}
-	var del []*nftables.Table
-	for _, t := range tables {
-		empty, found := true, false
-		for _, ch := range chains {
-			if ch.Table.Name != string(t) {
-				continue
-			}
-			found = true
-			if ch.Hooknum == nil || ch.Policy == nil || *ch.Policy != nftables.ChainPolicyAccept {
-				empty = false
-				break
-			}
-			rules, err := c.GetRules(ch.Table, ch)
-			if err != nil {
-				return fmt.Errorf("list rules of %s/%s: %w", t, ch.Name, err)
-			}
-			if len(rules) > 0 {
-				empty = false
-				break
-			}
-		}
-		if found && empty {
-			del = append(del, &nftables.Table{Name: string(t), Family: nftFamily(f)})
-		}
-	}
-	if len(del) == 0 {
-		return nil
-	}
-	for _, t := range del {
-		c.DelTable(t)
-	}
-	if err := c.Flush(); err != nil {
-		return fmt.Errorf("delete empty nftables %s tables: %w", f, err)
-	}
-	return nil
+	return strings.Fields(string(b)), nil
 }
 
 func nlFamily(f plan.Family) int {
@@ -274,23 +325,21 @@ func nlFamily(f plan.Family) int {
 	return netlink.FAMILY_V4
 }
 
-// retry repeats a netlink dump that the kernel interrupted.
-func retry[T any](list func() ([]T, error)) ([]T, error) {
-	var err error
-	for range 5 {
-		var out []T
-		if out, err = list(); !errors.Is(err, netlink.ErrDumpInterrupted) {
-			return out, err
-		}
+// ownedAddrs are the addresses this tool may put on lo.
+var ownedAddrs = []netip.Prefix{netip.MustParsePrefix("::6/128")}
+
+func prefixOf(a netlink.Addr) (netip.Prefix, bool) {
+	p, ok := netip.AddrFromSlice(a.IP)
+	if !ok {
+		return netip.Prefix{}, false
 	}
-	return nil, err
+	ones, _ := a.Mask.Size()
+	return netip.PrefixFrom(p.Unmap(), ones), true
 }
 
-// SyncRoutes makes the TPROXY routing be exactly routes, and the addresses
-// exactly addrs (only ::6/128 on lo is ever ours). A TPROXY route of an
-// earlier run is recognised as a `fwmark M lookup T` rule whose table T
-// holds only `local default dev lo`.
-func (linuxKernel) SyncRoutes(routes []plan.Route, addrs []plan.Addr) error {
+// probeRouting reads our policy routing (rules and routes tagged with
+// RouteProtocol), our addresses on lo, and what lo can carry.
+func probeRouting(st *State) error {
 	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {
 		return fmt.Errorf("netlink: %w", err)
@@ -300,65 +349,53 @@ func (linuxKernel) SyncRoutes(routes []plan.Route, addrs []plan.Addr) error {
 	if err != nil {
 		return fmt.Errorf("find lo: %w", err)
 	}
-	// Read what is there first, so that a failure half-way puts it back:
-	// the routing is changed all or nothing, like the rules.
-	prevRoutes, prevAddrs, err := currentRouting(h, lo)
-	if err != nil {
-		return err
-	}
-	err = syncRouting(h, lo, routes, addrs)
-	if err != nil {
-		if rerr := syncRouting(h, lo, prevRoutes, prevAddrs); rerr != nil {
-			return fmt.Errorf("%w; restoring the earlier routing failed too: %v", err, rerr)
-		}
-	}
-	return err
-}
-
-func syncRouting(h *netlink.Handle, lo netlink.Link, routes []plan.Route, addrs []plan.Addr) error {
-	for _, f := range []plan.Family{plan.IPv4, plan.IPv6} {
-		if err := syncFamilyRoutes(h, lo, f, routes); err != nil {
-			return err
-		}
-	}
-	return syncAddrs(h, lo, addrs)
-}
-
-// currentRouting reads the TPROXY routing and owned addresses there now.
-func currentRouting(h *netlink.Handle, lo netlink.Link) ([]plan.Route, []plan.Addr, error) {
-	var routes []plan.Route
-	for _, f := range []plan.Family{plan.IPv4, plan.IPv6} {
+	for _, f := range families {
 		rules, err := retry(func() ([]netlink.Rule, error) { return h.RuleList(nlFamily(f)) })
 		if err != nil {
-			return nil, nil, fmt.Errorf("list %s rules: %w", f, err)
+			return fmt.Errorf("list %s rules: %w", f, err)
 		}
 		for _, r := range rules {
-			if r.Mark == 0 || r.Table <= 0 || r.Table >= 253 {
-				continue
+			rt := plan.Route{Family: f, Mark: r.Mark, Table: r.Table}
+			if r.Protocol == RouteProtocol && !st.Routing.hasRoute(rt) {
+				st.Routing.Routes = append(st.Routing.Routes, rt)
 			}
-			ours, err := tproxyTable(h, lo, f, r.Table)
-			if err != nil {
-				return nil, nil, err
+		}
+		routes, err := retry(func() ([]netlink.Route, error) {
+			return h.RouteListFiltered(nlFamily(f), &netlink.Route{Table: unix.RT_TABLE_UNSPEC, Protocol: RouteProtocol}, netlink.RT_FILTER_TABLE|netlink.RT_FILTER_PROTOCOL)
+		})
+		if err != nil {
+			return fmt.Errorf("list %s routes: %w", f, err)
+		}
+		for _, r := range routes {
+			ones := 0
+			if r.Dst != nil {
+				ones, _ = r.Dst.Mask.Size()
 			}
-			if ours && !slices.Contains(routes, plan.Route{Family: f, Mark: r.Mark, Table: r.Table}) {
-				routes = append(routes, plan.Route{Family: f, Mark: r.Mark, Table: r.Table})
+			if r.Protocol == RouteProtocol && r.Type == unix.RTN_LOCAL && ones == 0 && r.LinkIndex == lo.Attrs().Index && !st.Routing.hasTable(f, r.Table) {
+				st.Routing.Tables = append(st.Routing.Tables, RouteTable{Family: f, Table: r.Table})
 			}
 		}
 	}
-	have, err := retry(func() ([]netlink.Addr, error) { return h.AddrList(lo, netlink.FAMILY_V6) })
+	addrs, err := retry(func() ([]netlink.Addr, error) { return h.AddrList(lo, netlink.FAMILY_ALL) })
 	if err != nil {
-		return nil, nil, fmt.Errorf("list addresses of lo: %w", err)
+		return fmt.Errorf("list addresses of lo: %w", err)
 	}
-	var addrs []plan.Addr
-	for _, a := range have {
-		if p, ok := netip.AddrFromSlice(a.IP); ok {
-			ones, _ := a.Mask.Size()
-			if pfx := netip.PrefixFrom(p.Unmap(), ones); slices.Contains(ownedAddrs, pfx) {
-				addrs = append(addrs, plan.Addr{Dev: "lo", Prefix: pfx})
-			}
+	st.Loopback.Up = lo.Attrs().Flags&net.FlagUp != 0
+	for _, a := range addrs {
+		p, ok := prefixOf(a)
+		if !ok {
+			continue
+		}
+		switch {
+		case slices.Contains(ownedAddrs, p):
+			st.Routing.Addrs = append(st.Routing.Addrs, plan.Addr{Dev: "lo", Prefix: p})
+		case p.Addr() == netip.MustParseAddr("127.0.0.1"):
+			st.Loopback.IPv4 = true
+		case p.Addr() == netip.IPv6Loopback():
+			st.Loopback.IPv6 = true
 		}
 	}
-	return routes, addrs, nil
+	return nil
 }
 
 func defaultDst(f plan.Family) *net.IPNet {
@@ -368,92 +405,51 @@ func defaultDst(f plan.Family) *net.IPNet {
 	return &net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}
 }
 
-// tproxyTable reports whether table t holds only `local default dev lo`.
-func tproxyTable(h *netlink.Handle, lo netlink.Link, f plan.Family, t int) (bool, error) {
-	rs, err := retry(func() ([]netlink.Route, error) {
-		return h.RouteListFiltered(nlFamily(f), &netlink.Route{Table: t}, netlink.RT_FILTER_TABLE)
-	})
+// ChangeRouting adds and removes our policy routing and lo addresses.
+// Present and absent objects that are already as wanted are not errors.
+func (linuxKernel) ChangeRouting(ch RoutingChange) error {
+	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {
-		return false, fmt.Errorf("list routes of table %d: %w", t, err)
+		return fmt.Errorf("netlink: %w", err)
 	}
-	if len(rs) != 1 {
-		return false, nil
-	}
-	r := rs[0]
-	ones := -1
-	if r.Dst != nil {
-		ones, _ = r.Dst.Mask.Size()
-	}
-	return r.Type == unix.RTN_LOCAL && r.LinkIndex == lo.Attrs().Index && (r.Dst == nil || ones == 0), nil
-}
-
-func syncFamilyRoutes(h *netlink.Handle, lo netlink.Link, f plan.Family, routes []plan.Route) error {
-	var want []plan.Route
-	for _, r := range routes {
-		if r.Family == f {
-			want = append(want, r)
-		}
-	}
-	rules, err := retry(func() ([]netlink.Rule, error) { return h.RuleList(nlFamily(f)) })
+	defer h.Close()
+	lo, err := h.LinkByName("lo")
 	if err != nil {
-		return fmt.Errorf("list %s rules: %w", f, err)
+		return fmt.Errorf("find lo: %w", err)
 	}
-	wanted := func(mark uint32, table int) bool {
-		return slices.ContainsFunc(want, func(r plan.Route) bool { return r.Mark == mark && r.Table == table })
+	localDefault := func(f plan.Family, table int) *netlink.Route {
+		return &netlink.Route{LinkIndex: lo.Attrs().Index, Table: table, Type: unix.RTN_LOCAL, Dst: defaultDst(f),
+			Scope: netlink.SCOPE_HOST, Protocol: RouteProtocol}
 	}
-	have := map[[2]int]bool{}
-	for _, r := range rules {
-		if r.Mark == 0 || r.Table <= 0 || r.Table >= 253 {
-			continue
+	for _, r := range ch.AddRoutes {
+		// ip route add local default dev lo table T proto 137
+		if err := h.RouteReplace(localDefault(r.Family, r.Table)); err != nil {
+			return fmt.Errorf("add %s local default route to table %d: %w", r.Family, r.Table, err)
 		}
-		if wanted(r.Mark, r.Table) && !have[[2]int{int(r.Mark), r.Table}] {
-			have[[2]int{int(r.Mark), r.Table}] = true
-			continue
-		}
-		ours, err := tproxyTable(h, lo, f, r.Table)
+		// ip rule add fwmark M lookup T proto 137. A rule of ours that
+		// this one replaces (another mark or table) gives its priority, so
+		// that once it is removed the namespace is as a fresh apply leaves
+		// it; otherwise the kernel picks one.
+		rule := netlink.NewRule()
+		rule.Family = nlFamily(r.Family)
+		rule.Mark = r.Mark
+		rule.Table = r.Table
+		rule.Protocol = RouteProtocol
+		have, err := retry(func() ([]netlink.Rule, error) { return h.RuleList(nlFamily(r.Family)) })
 		if err != nil {
-			return err
+			return fmt.Errorf("list %s rules: %w", r.Family, err)
 		}
-		if !ours {
-			continue
-		}
-		// A stale (or duplicate) TPROXY rule of an earlier run.
-		if err := h.RuleDel(&r); err != nil && !errors.Is(err, unix.ENOENT) {
-			return fmt.Errorf("delete %s rule fwmark %d lookup %d: %w", f, r.Mark, r.Table, err)
-		}
-		if !wanted(r.Mark, r.Table) && !slices.ContainsFunc(want, func(w plan.Route) bool { return w.Table == r.Table }) {
-			err := h.RouteDel(&netlink.Route{LinkIndex: lo.Attrs().Index, Table: r.Table, Type: unix.RTN_LOCAL, Dst: defaultDst(f), Scope: netlink.SCOPE_HOST})
-			if err != nil && !errors.Is(err, unix.ESRCH) && !errors.Is(err, unix.ENOENT) {
-				return fmt.Errorf("delete %s local default route of table %d: %w", f, r.Table, err)
+		for _, o := range have {
+			if o.Protocol == RouteProtocol && o.Priority > 0 {
+				rule.Priority = o.Priority
+				break
 			}
 		}
-	}
-	for _, w := range want {
-		// ip route add local default dev lo table T
-		err := h.RouteReplace(&netlink.Route{LinkIndex: lo.Attrs().Index, Table: w.Table, Type: unix.RTN_LOCAL, Dst: defaultDst(f), Scope: netlink.SCOPE_HOST})
-		if err != nil {
-			return fmt.Errorf("add %s local default route to table %d: %w", f, w.Table, err)
-		}
-		if have[[2]int{int(w.Mark), w.Table}] {
-			continue
-		}
-		// ip rule add fwmark M lookup T
-		rule := netlink.NewRule()
-		rule.Family = nlFamily(f)
-		rule.Mark = w.Mark
-		rule.Table = w.Table
 		if err := h.RuleAdd(rule); err != nil && !errors.Is(err, unix.EEXIST) {
-			return fmt.Errorf("add %s rule fwmark %d lookup %d: %w", f, w.Mark, w.Table, err)
+			return fmt.Errorf("add %s rule fwmark %d lookup %d: %w", r.Family, r.Mark, r.Table, err)
 		}
 	}
-	return nil
-}
-
-// ownedAddrs are the addresses this tool may put on lo.
-var ownedAddrs = []netip.Prefix{netip.MustParsePrefix("::6/128")}
-
-func syncAddrs(h *netlink.Handle, lo netlink.Link, addrs []plan.Addr) error {
-	for _, a := range addrs {
+	for _, a := range ch.AddAddrs {
 		if a.Dev != "lo" || !slices.Contains(ownedAddrs, a.Prefix) {
 			return fmt.Errorf("address %s on %s is not one this tool manages", a.Prefix, a.Dev)
 		}
@@ -462,104 +458,108 @@ func syncAddrs(h *netlink.Handle, lo netlink.Link, addrs []plan.Addr) error {
 			return fmt.Errorf("add %s to lo: %w", a.Prefix, err)
 		}
 	}
-	have, err := retry(func() ([]netlink.Addr, error) { return h.AddrList(lo, netlink.FAMILY_ALL) })
-	if err != nil {
-		return fmt.Errorf("list addresses of lo: %w", err)
+	for _, r := range ch.DelRoutes {
+		rules, err := retry(func() ([]netlink.Rule, error) { return h.RuleList(nlFamily(r.Family)) })
+		if err != nil {
+			return fmt.Errorf("list %s rules: %w", r.Family, err)
+		}
+		for _, have := range rules {
+			if have.Protocol != RouteProtocol || have.Mark != r.Mark || have.Table != r.Table {
+				continue
+			}
+			if err := h.RuleDel(&have); err != nil && !errors.Is(err, unix.ENOENT) {
+				return fmt.Errorf("delete %s rule fwmark %d lookup %d: %w", r.Family, r.Mark, r.Table, err)
+			}
+		}
 	}
-	for _, a := range have {
-		p, ok := netip.AddrFromSlice(a.IP)
-		if !ok {
-			continue
+	for _, t := range ch.DelTables {
+		if err := h.RouteDel(localDefault(t.Family, t.Table)); err != nil && !errors.Is(err, unix.ESRCH) && !errors.Is(err, unix.ENOENT) {
+			return fmt.Errorf("delete %s local default route of table %d: %w", t.Family, t.Table, err)
 		}
-		ones, _ := a.Mask.Size()
-		pfx := netip.PrefixFrom(p.Unmap(), ones)
-		if !slices.Contains(ownedAddrs, pfx) || slices.ContainsFunc(addrs, func(w plan.Addr) bool { return w.Prefix == pfx }) {
-			continue
-		}
-		if err := h.AddrDel(lo, &a); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
-			return fmt.Errorf("remove %s from lo: %w", pfx, err)
+	}
+	for _, a := range ch.DelAddrs {
+		ipn := &net.IPNet{IP: a.Prefix.Addr().AsSlice(), Mask: net.CIDRMask(a.Prefix.Bits(), a.Prefix.Addr().BitLen())}
+		if err := h.AddrDel(lo, &netlink.Addr{IPNet: ipn}); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
+			return fmt.Errorf("remove %s from lo: %w", a.Prefix, err)
 		}
 	}
 	return nil
 }
 
-// CheckNetns verifies that path names a network namespace: a nsfs file of
-// type CLONE_NEWNET. It only opens the file.
-func CheckNetns(path string) error {
-	fi, err := os.Stat(path)
+// DeleteNftTables deletes tables in one batch; an IfEmpty one only when,
+// read again now, it holds no rule and nothing but base chains with an
+// accept policy.
+func (linuxKernel) DeleteNftTables(refs []NftTableRef) error {
+	c, err := nftables.New(nftables.AsLasting())
 	if err != nil {
-		return fmt.Errorf("%q: %w", path, err)
+		return fmt.Errorf("nftables: %w", err)
 	}
-	if fi.IsDir() {
-		return fmt.Errorf("%q is a directory, not a network namespace", path)
-	}
-	// A namespace file is a regular nsfs file. Anything else is refused
-	// before it is opened: opening a FIFO blocks forever, opening a device
-	// can act on it.
-	if !fi.Mode().IsRegular() {
-		return fmt.Errorf("%q is not a namespace file (expected /var/run/netns/NAME or /proc/PID/ns/net)", path)
-	}
-	f, err := os.Open(path)
+	defer c.CloseLasting()
+	chains, err := c.ListChains()
 	if err != nil {
-		return fmt.Errorf("%q: %w", path, err)
+		return fmt.Errorf("list nftables chains: %w", err)
 	}
-	defer f.Close()
-	var st unix.Statfs_t
-	if err := unix.Fstatfs(int(f.Fd()), &st); err != nil {
-		return fmt.Errorf("%q: %w", path, err)
+	n := 0
+	for _, r := range refs {
+		fam := map[string]nftables.TableFamily{"ip": nftables.TableFamilyIPv4, "ip6": nftables.TableFamilyIPv6, "inet": nftables.TableFamilyINet}[r.Family]
+		t := &nftables.Table{Name: r.Name, Family: fam}
+		if r.IfEmpty {
+			empty, found := true, false
+			for _, ch := range chains {
+				if ch.Table.Name != r.Name || ch.Table.Family != fam {
+					continue
+				}
+				found = true
+				if ch.Hooknum == nil || ch.Policy == nil || *ch.Policy != nftables.ChainPolicyAccept {
+					empty = false
+					break
+				}
+				rules, err := c.GetRules(t, ch)
+				if err != nil {
+					return fmt.Errorf("list rules of %s %s: %w", r, ch.Name, err)
+				}
+				if len(rules) > 0 {
+					empty = false
+					break
+				}
+			}
+			if !found || !empty {
+				continue
+			}
+		}
+		c.DelTable(t)
+		n++
 	}
-	if st.Type != unix.NSFS_MAGIC {
-		return fmt.Errorf("%q is not a namespace file (expected /var/run/netns/NAME or /proc/PID/ns/net)", path)
+	if n == 0 {
+		return nil
 	}
-	t, err := unix.IoctlRetInt(int(f.Fd()), unix.NS_GET_NSTYPE)
-	if err != nil {
-		return fmt.Errorf("%q: %w", path, err)
-	}
-	if t != unix.CLONE_NEWNET {
-		return fmt.Errorf("%q is a namespace, but not a network namespace", path)
+	if err := c.Flush(); err != nil && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("delete nftables tables: %w", err)
 	}
 	return nil
 }
 
-// HasGlobalIPv6 reports whether the namespace at path ("" the current
-// one) has a global IPv6 address on an interface other than lo. Reading
-// the current namespace needs no privilege.
-func HasGlobalIPv6(path string) (bool, error) {
-	h, done, err := routeHandle(path)
+// SetMarker removes the record tables named and adds one called add ("":
+// none), tagged as ours, in one transaction.
+func (linuxKernel) SetMarker(remove []string, add string) error {
+	c, err := nftables.New(nftables.AsLasting())
 	if err != nil {
-		return false, err
+		return fmt.Errorf("nftables: %w", err)
 	}
-	defer done()
-	addrs, err := retry(func() ([]netlink.Addr, error) { return h.AddrList(nil, netlink.FAMILY_V6) })
-	if err != nil {
-		return false, fmt.Errorf("list IPv6 addresses: %w", err)
-	}
-	for _, a := range addrs {
-		if a.Scope != unix.RT_SCOPE_UNIVERSE || a.IP.IsLoopback() || a.IP.IsLinkLocalUnicast() {
-			continue
+	defer c.CloseLasting()
+	for _, name := range remove {
+		if name != add {
+			c.DelTable(&nftables.Table{Name: name, Family: nftables.TableFamilyINet})
 		}
-		if l, err := h.LinkByIndex(a.LinkIndex); err == nil && l.Attrs().Flags&net.FlagLoopback != 0 {
-			continue
+	}
+	if add != "" && !slices.Contains(remove, add) {
+		t := c.AddTable(&nftables.Table{Name: add, Family: nftables.TableFamilyINet})
+		if err := c.AddSet(&nftables.Set{Table: t, Name: OwnerSet, KeyType: nftables.TypeMark, Comment: markerComment}, nil); err != nil {
+			return fmt.Errorf("record the apply: %w", err)
 		}
-		return true, nil
 	}
-	return false, nil
-}
-
-// routeHandle opens an rtnetlink handle in the namespace at path ("" the
-// current one, which needs no privilege), and what closes it.
-func routeHandle(path string) (*netlink.Handle, func(), error) {
-	if path == "" {
-		return &netlink.Handle{}, func() {}, nil
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("record the apply: %w", err)
 	}
-	ns, err := netns.GetFromPath(path)
-	if err != nil {
-		return nil, nil, fmt.Errorf("open netns %s: %w", path, err)
-	}
-	defer ns.Close()
-	h, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
-	if err != nil {
-		return nil, nil, fmt.Errorf("netlink in %s: %w", path, err)
-	}
-	return h, h.Close, nil
+	return nil
 }

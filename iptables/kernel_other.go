@@ -3,10 +3,10 @@
 package iptables
 
 import (
+	"context"
 	"errors"
 	"runtime"
-
-	"github.com/mesh-init/istio-iptables/plan"
+	"time"
 )
 
 // ErrUnsupported is returned by every kernel operation off Linux.
@@ -16,14 +16,38 @@ type otherKernel struct{}
 
 func newKernel() kernel { return otherKernel{} }
 
-func (otherKernel) Do(string, func() error) error                        { return ErrUnsupported }
-func (otherKernel) LegacyTables(plan.Family) ([]string, error)           { return nil, ErrUnsupported }
-func (otherKernel) NftTables() (map[plan.Family][]string, error)         { return nil, ErrUnsupported }
-func (otherKernel) DeleteEmptyNftTables(plan.Family, []plan.Table) error { return ErrUnsupported }
-func (otherKernel) SyncRoutes([]plan.Route, []plan.Addr) error           { return ErrUnsupported }
+func (otherKernel) Lock(context.Context, time.Duration) (func(), error) { return nil, ErrUnsupported }
+func (otherKernel) Probe() (State, error)                              { return State{}, ErrUnsupported }
+func (otherKernel) WriteNative(NativeWrite) error                      { return ErrUnsupported }
+func (otherKernel) DeleteNftTables([]NftTableRef) error                { return ErrUnsupported }
+func (otherKernel) SetMarker([]string, string) error                   { return ErrUnsupported }
+func (otherKernel) ChangeRouting(RoutingChange) error                  { return ErrUnsupported }
 
-func (otherKernel) NftMarkers() ([]string, uint32, error) { return nil, 0, ErrUnsupported }
-func (otherKernel) SetNftMarker(string) error             { return ErrUnsupported }
+// Namespace is a network namespace; off Linux there is none to program.
+type Namespace struct{ path string }
+
+// CurrentNamespace is the namespace the process runs in.
+func CurrentNamespace() *Namespace { return &Namespace{} }
+
+// OpenNamespace is not supported off Linux.
+func OpenNamespace(path string) (*Namespace, error) {
+	if path == "" {
+		return CurrentNamespace(), nil
+	}
+	return nil, ErrUnsupported
+}
+
+// Path is the path the namespace was opened from.
+func (n *Namespace) Path() string { return n.path }
+
+// Close does nothing off Linux.
+func (n *Namespace) Close() error { return nil }
+
+// Do is not supported off Linux.
+func (n *Namespace) Do(func() error) error { return ErrUnsupported }
+
+// HasGlobalIPv6 is not supported off Linux.
+func (n *Namespace) HasGlobalIPv6() (bool, error) { return false, ErrUnsupported }
 
 // CheckNetns is not supported off Linux.
 func CheckNetns(string) error { return ErrUnsupported }

@@ -380,7 +380,7 @@ func (r *recorder) count(suffix string) int {
 // recording its processes.
 func (n testNS) executor(t *testing.T, mode iptables.BackendMode, rec *recorder) iptables.Executor {
 	t.Helper()
-	o := iptables.Options{Netns: n.path(), Mode: mode, Logger: testLogger(t)}
+	o := iptables.Options{Namespace: n.open(t), Mode: mode, Logger: testLogger(t)}
 	if rec != nil {
 		rec.inner = iptables.OSExecer()
 		return iptables.NewExecutorWith(o, rec, exec.LookPath, iptables.LinuxKernel())
@@ -388,6 +388,15 @@ func (n testNS) executor(t *testing.T, mode iptables.BackendMode, rec *recorder)
 	ex, err := iptables.NewExecutor(o)
 	require.NoError(t, err)
 	return ex
+}
+
+// open opens the namespace's handle for the test's executors.
+func (n testNS) open(t *testing.T) *iptables.Namespace {
+	t.Helper()
+	h, err := iptables.OpenNamespace(n.path())
+	require.NoError(t, err)
+	t.Cleanup(func() { h.Close() })
+	return h
 }
 
 func (n testNS) apply(t *testing.T, p plan.Plan) {
@@ -708,10 +717,8 @@ func TestKernelCallerNamespaceUntouched(t *testing.T) {
 	require.NoError(t, legacy.Cleanup(ctx))
 
 	// Errors: a namespace that is gone, and a plan the kernel refuses.
-	gone := iptables.Options{Netns: "/var/run/netns/ii-kt-does-not-exist"}
-	ge, err := iptables.NewExecutor(gone)
-	require.NoError(t, err)
-	assert.Error(t, ge.Apply(ctx, tp))
+	_, err = iptables.OpenNamespace("/var/run/netns/ii-kt-does-not-exist")
+	assert.Error(t, err)
 	bad := build(t, redirectDefault)
 	bad.RuleSets[0].Rules = append(bad.RuleSets[0].Rules, plan.Rule{Table: plan.TableNat, Chain: "ISTIO_OUTPUT",
 		Args: []string{"-p", "tcp", "-j", "TPROXY", "--on-port", "1", "--tproxy-mark", "1"}})

@@ -890,11 +890,37 @@ func assemble(pieces []piece) NftRule {
 	return r
 }
 
-// Text renders the ruleset as `nft -f` input: it creates the table, or
-// replaces it when it exists, in one transaction.
-func (r NftRuleset) Text() string {
+// Text renders the ruleset as `nft -f` input that creates the table, or
+// replaces it when it exists, in one transaction. It is what NftHash
+// reads; Script adds the owner tag a real write carries.
+func (r NftRuleset) Text() string { return nftPrelude + r.Body("") }
+
+const nftPrelude = "table inet " + NftTableName + "\ndelete table inet " + NftTableName + "\n"
+
+// NftScript is the `nft -f` text of what the native backend writes for p
+// into a namespace that has no table of ours: the table with its owner tag.
+func NftScript(p plan.Plan) (string, error) {
+	rs, err := NftTranslate(p)
+	if err != nil {
+		return "", err
+	}
+	return rs.Body(NftHash(rs, p)), nil
+}
+
+// OwnerSet is the named set whose comment tags a table as this tool's,
+// with the hash of the plan it holds.
+const OwnerSet = "istio-iptables-owner"
+
+// ownerComment is the owner set's comment for a plan hash.
+func ownerComment(hash string) string { return "istio-iptables owner; plan " + hash }
+
+// Body renders the table block; with a hash, the owner set is in it.
+func (r NftRuleset) Body(hash string) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "table inet %s\ndelete table inet %s\ntable inet %s {\n", NftTableName, NftTableName, NftTableName)
+	fmt.Fprintf(&b, "table inet %s {\n", NftTableName)
+	if hash != "" {
+		fmt.Fprintf(&b, "\tset %s {\n\t\ttype mark\n\t\tcomment %q\n\t}\n\n", OwnerSet, ownerComment(hash))
+	}
 	for i, c := range r.Chains {
 		if i > 0 {
 			b.WriteString("\n")
@@ -916,7 +942,7 @@ func (r NftRuleset) Text() string {
 // routes and addresses. Its input differs from PlanHash's, so the marker
 // of one backend's apply never vouches for the other's.
 func NftHash(r NftRuleset, p plan.Plan) string {
-	h := fnv.New64a() // see PlanHash
+	h := fnv.New64a() // see plan.Hash
 	fmt.Fprintf(h, "# native nftables\n%s", r.Text())
 	for _, rt := range p.Routes {
 		fmt.Fprintln(h, strings.Join(rt.Commands(), "\n"))

@@ -31,7 +31,7 @@ func requireNft(t *testing.T) {
 
 func (n testNS) nftExecutor(t *testing.T) iptables.Executor {
 	t.Helper()
-	ex, err := iptables.NewNftExecutor(iptables.Options{Netns: n.path(), Logger: testLogger(t)})
+	ex, err := iptables.NewExecutor(iptables.Options{Namespace: n.open(t), Mode: iptables.BackendNative, Logger: testLogger(t)})
 	require.NoError(t, err)
 	return ex
 }
@@ -68,9 +68,9 @@ func (n testNS) nftRuleset(t *testing.T) string {
 
 func nftText(t *testing.T, p plan.Plan) string {
 	t.Helper()
-	rs, err := iptables.NftTranslate(p)
+	text, err := iptables.NftScript(p)
 	require.NoError(t, err)
-	return rs.Text()
+	return text
 }
 
 // TestKernelNftGoldenConfigs applies every golden configuration with the

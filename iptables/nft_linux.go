@@ -3,110 +3,43 @@
 package iptables
 
 import (
-	"context"
 	"fmt"
-	"os/exec"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 	mdnetlink "github.com/mdlayher/netlink"
-	"github.com/mesh-init/istio-iptables/plan"
 	"golang.org/x/sys/unix"
 )
 
-// NewNftExecutor returns the native nftables executor (--native-nftables):
-// the plan as one inet table written over netlink, no process started. Its
-// apply also removes the rules an iptables-backend run left, and its
-// cleanup removes both backends' state.
-func NewNftExecutor(o Options) (Executor, error) {
-	return &nftExecutor{ipt: newExecutor(o, osExecer{}, exec.LookPath, newKernel()), write: writeNftRuleset}, nil
-}
-
-// nftExecutor applies a plan natively; ipt is the iptables executor whose
-// cleanup removes what an iptables-backend run wrote.
-type nftExecutor struct {
-	ipt   *executor
-	write func(NftRuleset) error
-}
-
-// Apply implements Executor: one netlink transaction replaces the table
-// (`table; delete table; table {...}`, as the dry run's text does), then
-// the iptables rules of an earlier run are removed, the TPROXY routing is
-// synced and the apply is recorded. A re-run of the same plan, with the
-// record current, writes nothing.
-func (e *nftExecutor) Apply(ctx context.Context, p plan.Plan) error {
-	rs, err := NftTranslate(p)
-	if err != nil {
-		return err
-	}
-	hash := NftHash(rs, p)
-	return e.ipt.k.Do(e.ipt.o.Netns, func() error {
-		log := e.ipt.log
-		if markers, gen, err := e.ipt.k.NftMarkers(); err == nil && markerCurrent(markers, hash, gen) && e.noLegacy() {
-			log.Info("rules already in place, nothing read or written", "backend", "native nftables", "generation", gen, "marker", MarkerName(hash, gen))
-			if len(p.Routes) > 0 || len(p.Addrs) > 0 {
-				if err := e.ipt.k.SyncRoutes(p.Routes, p.Addrs); err != nil {
-					return fmt.Errorf("policy routing: %w", err)
-				}
-			}
-			return nil
-		}
-		if err := e.write(rs); err != nil {
-			return err
-		}
-		n := 0
-		for _, c := range rs.Chains {
-			n += len(c.Rules)
-		}
-		log.Info("rules written", "backend", "native nftables", "table", "inet "+NftTableName, "chains", len(rs.Chains), "rules", n)
-		// The native table is in place from here on: a failure leaves it
-		// there, and says so.
-		if removed, err := e.ipt.removeOwnedRules(ctx); err != nil {
-			return fmt.Errorf("remove the iptables rules of an earlier run: %w: %w", err, ErrPartial)
-		} else if removed > 0 {
-			log.Info("removed the iptables rules of an earlier run", "rules", removed)
-		}
-		if err := e.ipt.k.SyncRoutes(p.Routes, p.Addrs); err != nil {
-			return fmt.Errorf("policy routing: %w: %w", err, ErrPartial)
-		}
-		e.ipt.chosen = nft // recordMarker: write the marker
-		e.ipt.recordMarker(hash)
-		return nil
-	})
-}
-
-// noLegacy reports whether no legacy x_tables table exists, which could
-// hold rules of an earlier iptables-legacy run.
-func (e *nftExecutor) noLegacy() bool {
-	for _, f := range []plan.Family{plan.IPv4, plan.IPv6} {
-		if tables, err := e.ipt.k.LegacyTables(f); err != nil || len(tables) > 0 {
-			return false
-		}
-	}
-	return true
-}
-
-// Cleanup implements Executor: the same cleanup as the iptables backend,
-// which removes the native table too.
-func (e *nftExecutor) Cleanup(ctx context.Context) error { return e.ipt.Cleanup(ctx) }
-
-// writeNftRuleset writes the ruleset in one netlink transaction in this
-// thread's namespace: the table is added (so the delete cannot fail),
-// deleted with everything in it, and added anew with its chains, sets and
-// rules.
-func writeNftRuleset(rs NftRuleset) error {
+// WriteNative writes the native table in one netlink transaction in this
+// thread's namespace. A fresh namespace gets the table created (no delete
+// in the batch: deleting a table, even an empty one, makes the kernel wait
+// for a grace period). A table of ours gets its chains flushed and written
+// anew, the chains the plan no longer has deleted, and its owner tag
+// replaced. Large sets are sent in chunks, so no netlink attribute
+// overflows.
+func (linuxKernel) WriteNative(w NativeWrite) error {
 	// A plan of hundreds of rules overflows the default socket buffers:
 	// EMSGSIZE on the send, or ENOBUFS for the acks after the commit.
-	c, err := nftables.New(nftables.WithSockOptions(bigBuffers)) // this thread's namespace (see nftConn)
+	c, err := nftables.New(nftables.WithSockOptions(bigBuffers)) // this thread's namespace
 	if err != nil {
 		return fmt.Errorf("nftables: %w", err)
 	}
-	t := &nftables.Table{Name: NftTableName, Family: nftables.TableFamilyINet}
-	c.AddTable(t)
-	c.DelTable(t)
-	c.AddTable(t)
+	t := c.AddTable(&nftables.Table{Name: NftTableName, Family: nftables.TableFamilyINet})
+	if w.Replace {
+		for _, name := range w.Existing {
+			c.FlushChain(&nftables.Chain{Name: name, Table: t})
+		}
+		for _, name := range w.Stale {
+			c.DelChain(&nftables.Chain{Name: name, Table: t})
+		}
+		c.DelSet(&nftables.Set{Table: t, Name: OwnerSet})
+	}
+	if err := c.AddSet(&nftables.Set{Table: t, Name: OwnerSet, KeyType: nftables.TypeMark, Comment: ownerComment(w.Hash)}, nil); err != nil {
+		return fmt.Errorf("nftables owner tag: %w", err)
+	}
 	chains := map[string]*nftables.Chain{}
-	for _, ch := range rs.Chains {
+	for _, ch := range w.Ruleset.Chains {
 		nc := &nftables.Chain{Name: ch.Name, Table: t}
 		if h := ch.Hook; h != nil {
 			accept := nftables.ChainPolicyAccept
@@ -117,12 +50,12 @@ func writeNftRuleset(rs NftRuleset) error {
 		}
 		chains[ch.Name] = c.AddChain(nc)
 	}
-	for _, ch := range rs.Chains {
+	for _, ch := range w.Ruleset.Chains {
 		for _, r := range ch.Rules {
 			exprs := r.Exprs
 			if r.Set != nil {
 				s := &nftables.Set{Table: t, Anonymous: true, Constant: true, Interval: r.Set.Interval, KeyType: r.Set.Key}
-				if err := c.AddSet(s, r.Set.Elems); err != nil {
+				if err := addSetChunked(c, s, r.Set.Elems); err != nil {
 					return fmt.Errorf("nftables set of %q: %w", r.Text, err)
 				}
 				exprs = append([]expr.Any(nil), r.Exprs...)
@@ -135,6 +68,26 @@ func writeNftRuleset(rs NftRuleset) error {
 	}
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("write table inet %s: %w", NftTableName, err)
+	}
+	return nil
+}
+
+// setChunk bounds the elements of one set message: a netlink attribute
+// is at most 64 KiB, and an interval element takes up to about 40 bytes.
+const setChunk = 1024
+
+// addSetChunked adds a set and its elements in messages of at most
+// setChunk elements each (interval sets: never splitting a start from its
+// end), in the same batch.
+func addSetChunked(c *nftables.Conn, s *nftables.Set, elems []nftables.SetElement) error {
+	first := min(len(elems), setChunk)
+	if err := c.AddSet(s, elems[:first]); err != nil {
+		return err
+	}
+	for i := first; i < len(elems); i += setChunk {
+		if err := c.SetAddElements(s, elems[i:min(len(elems), i+setChunk)]); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -174,27 +127,4 @@ var nftHookNum = map[string]*nftables.ChainHook{
 	"forward":     nftables.ChainHookForward,
 	"output":      nftables.ChainHookOutput,
 	"postrouting": nftables.ChainHookPostrouting,
-}
-
-// DeleteNftTable deletes the native backend's table when it exists.
-func (linuxKernel) DeleteNftTable() (bool, error) {
-	c, done, err := nftConn()
-	if err != nil {
-		return false, err
-	}
-	defer done()
-	tables, err := c.ListTablesOfFamily(nftables.TableFamilyINet)
-	if err != nil {
-		return false, fmt.Errorf("list nftables inet tables: %w", err)
-	}
-	for _, t := range tables {
-		if t.Name == NftTableName {
-			c.DelTable(t)
-			if err := c.Flush(); err != nil {
-				return false, fmt.Errorf("delete table inet %s: %w", NftTableName, err)
-			}
-			return true, nil
-		}
-	}
-	return false, nil
 }

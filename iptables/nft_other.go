@@ -43,5 +43,11 @@ func NftTranslate(plan.Plan) (NftRuleset, error) { return NftRuleset{}, errNftNo
 // Text is empty outside Linux.
 func (NftRuleset) Text() string { return "" }
 
-// NewNftExecutor is not supported outside Linux.
-func NewNftExecutor(Options) (Executor, error) { return nil, errNftNotSupported }
+// Body is empty outside Linux.
+func (NftRuleset) Body(string) string { return "" }
+
+// NftHash is empty outside Linux.
+func NftHash(NftRuleset, plan.Plan) string { return "" }
+
+// NftScript is not supported outside Linux.
+func NftScript(plan.Plan) (string, error) { return "", errNftNotSupported }

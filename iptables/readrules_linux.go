@@ -3,7 +3,7 @@
 package iptables
 
 import (
-	"bytes"
+	"context"
 	"fmt"
 	"net/netip"
 	"os/exec"
@@ -13,6 +13,7 @@ import (
 	"github.com/google/nftables"
 	"github.com/mesh-init/istio-iptables/plan"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // ReadRules returns what `*-save` prints for family f in the namespace at
@@ -25,63 +26,59 @@ import (
 // not show). Tables are listed first without a process, so nothing is
 // created, and a flavour with no table is not run.
 func ReadRules(path string, f plan.Family) (text string, hidden []string, err error) {
-	var texts = map[backend]string{}
-	err = newKernel().Do(path, func() error {
-		nftTabs, err := linuxKernel{}.NftTables()
+	ns, err := OpenNamespace(path)
+	if err != nil {
+		return "", nil, err
+	}
+	defer ns.Close()
+	texts := map[Flavour]string{}
+	err = ns.Do(func() error {
+		st, err := linuxKernel{}.Probe()
 		if err != nil {
 			return err
 		}
 		if hidden, err = hiddenTables(f); err != nil {
 			return err
 		}
-		legacyTabs, err := linuxKernel{}.LegacyTables(f)
-		if err != nil {
-			return err
-		}
-		for b, tabs := range map[backend][]string{nft: nftTabs[f], legacy: legacyTabs} {
-			if len(tabs) == 0 {
+		for _, fl := range flavours {
+			if len(st.Iptables[fl][f].Tables) == 0 {
 				continue
 			}
-			name := b.binary(f, "save")
+			name := fl.binary(f, "save")
 			bin, err := lookSbin(name)
 			if err != nil {
 				return fmt.Errorf("%s: %w", name, ErrNoBinary)
 			}
-			var stdout, stderr bytes.Buffer
-			cmd := exec.Command(bin)
-			cmd.Stdout, cmd.Stderr = &stdout, &stderr
-			if err := cmd.Run(); err != nil {
-				return fmt.Errorf("%s: %w: %s", bin, err, strings.TrimSpace(stderr.String()))
+			out, err := osExecer{}.Run(context.Background(), []string{bin}, nil)
+			if err != nil {
+				return err
 			}
-			texts[b] = stdout.String()
+			texts[fl] = string(out)
 		}
 		return nil
 	})
 	if err != nil {
 		return "", nil, fmt.Errorf("read %s rules in %q: %w", f, path, err)
 	}
-	hasRules := func(b backend) bool { return strings.Contains(texts[b], "\n-A ") }
+	hasRules := func(fl Flavour) bool { return strings.Contains(texts[fl], "\n-A ") }
 	switch {
-	case hasRules(nft) && hasRules(legacy):
+	case hasRules(FlavourNft) && hasRules(FlavourLegacy):
 		return "", nil, fmt.Errorf("read %s rules in %q: both iptables-nft and iptables-legacy hold rules; explain cannot tell how the kernel orders them", f, path)
-	case hasRules(legacy):
-		return texts[legacy], hidden, nil
+	case hasRules(FlavourLegacy):
+		return texts[FlavourLegacy], hidden, nil
 	}
-	return texts[nft], hidden, nil
+	return texts[FlavourNft], hidden, nil
 }
-
-// iptablesTables are the tables iptables-nft-save prints.
-var iptablesTables = []string{"filter", "nat", "mangle", "raw", "security"}
 
 // hiddenTables lists, as "FAMILY NAME", the nf_tables tables of this
 // thread's namespace that see packets of family f but that *-save does
 // not print.
 func hiddenTables(f plan.Family) ([]string, error) {
-	c, done, err := nftConn()
+	c, err := nftables.New(nftables.AsLasting())
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("nftables: %w", err)
 	}
-	defer done()
+	defer c.CloseLasting()
 	tables, err := c.ListTables()
 	if err != nil {
 		return nil, fmt.Errorf("list nftables tables: %w", err)
@@ -93,7 +90,7 @@ func hiddenTables(f plan.Family) ([]string, error) {
 			out = append(out, "inet "+t.Name)
 		case t.Family == nftables.TableFamilyNetdev:
 			out = append(out, "netdev "+t.Name)
-		case t.Family == nftFamily(f) && !slices.Contains(iptablesTables, t.Name):
+		case t.Family == map[plan.Family]nftables.TableFamily{plan.IPv4: nftables.TableFamilyIPv4, plan.IPv6: nftables.TableFamilyIPv6}[f] && !slices.Contains(iptablesTables, t.Name):
 			out = append(out, map[plan.Family]string{plan.IPv4: "ip ", plan.IPv6: "ip6 "}[f]+t.Name)
 		}
 	}
@@ -116,14 +113,26 @@ func lookSbin(name string) (string, error) {
 // LocalAddrs returns every address of every interface in the namespace
 // at path ("" the current one): the destinations that are local to it.
 func LocalAddrs(path string) ([]netip.Addr, error) {
-	h, done, err := routeHandle(path)
+	ns, err := OpenNamespace(path)
 	if err != nil {
 		return nil, err
 	}
-	defer done()
-	list, err := retry(func() ([]netlink.Addr, error) { return h.AddrList(nil, netlink.FAMILY_ALL) })
+	defer ns.Close()
+	var list []netlink.Addr
+	err = ns.Do(func() error {
+		h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+		if err != nil {
+			return fmt.Errorf("netlink: %w", err)
+		}
+		defer h.Close()
+		list, err = retry(func() ([]netlink.Addr, error) { return h.AddrList(nil, netlink.FAMILY_ALL) })
+		if err != nil {
+			return fmt.Errorf("list addresses: %w", err)
+		}
+		return nil
+	})
 	if err != nil {
-		return nil, fmt.Errorf("list addresses: %w", err)
+		return nil, err
 	}
 	var out []netip.Addr
 	for _, a := range list {

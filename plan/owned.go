@@ -223,3 +223,41 @@ func inIface(args []string) string {
 	}
 	return ""
 }
+
+// OwnedRuleSet rebuilds, from saved state, the rule set that writes this
+// tool's rules back as they are there: the owned chains with their rules,
+// and the owned builtin-chain rules, those on top of their chain inserted.
+// It is what a rollback writes.
+func OwnedRuleSet(f Family, s Saved) RuleSet {
+	owned := Owned(f, s)
+	rs := RuleSet{Family: f, Chains: owned.Chains}
+	for _, t := range []Table{TableNat, TableMangle, TableRaw} {
+		st, _ := s.Table(t)
+		for _, c := range BuiltinChains(t) {
+			top := true
+			var inserted []Rule
+			for _, r := range st.ChainRules(c) {
+				isOwned := slices.ContainsFunc(owned.Rules, func(o SavedRule) bool { return o.Table == t && slices.Equal(o.Args, r.Args) && o.Chain == c })
+				switch {
+				case isOwned && top:
+					inserted = append([]Rule{{Table: t, Chain: c, Insert: true, Args: r.Args}}, inserted...)
+				case isOwned:
+					rs.Rules = append(rs.Rules, Rule{Table: t, Chain: c, Args: r.Args})
+				default:
+					top = false
+				}
+			}
+			rs.Rules = append(rs.Rules, inserted...)
+		}
+		for _, tc := range owned.Chains {
+			if tc.Table != t {
+				continue
+			}
+			for _, r := range st.ChainRules(tc.Chain) {
+				rs.Rules = append(rs.Rules, Rule{Table: t, Chain: tc.Chain, Args: r.Args})
+			}
+		}
+	}
+	return rs
+}
+

@@ -25,9 +25,14 @@ func (r Removal) Empty() bool { return len(r.Chains) == 0 && len(r.Rules) == 0 }
 // within a chain is the plan's. With an empty Removal it is the text for a clean namespace,
 // which is what the dry run prints. Tables appear in the order nat, mangle,
 // raw.
-func Render(rs RuleSet, old Removal) string {
+func Render(rs RuleSet, old Removal) string { return RenderTables(rs, old, old.Tables(rs)) }
+
+// RenderTables is Render with the table blocks in the given order. Each
+// block is its own kernel commit, so the order is what the namespace goes
+// through: the executor puts the tables that gain capture first.
+func RenderTables(rs RuleSet, old Removal, tables []Table) string {
 	var b strings.Builder
-	for _, t := range old.Tables(rs) {
+	for _, t := range tables {
 		b.WriteString("*" + string(t) + "\n")
 		var declared []Chain
 		for _, tc := range rs.Chains {

@@ -117,7 +117,12 @@ func nativeApply(n ns, p plan.Plan) (time.Duration, error) {
 	if n.path == "" {
 		return 0, fmt.Errorf("no namespace")
 	}
-	ex, err := iptables.NewNftExecutor(iptables.Options{Netns: n.path})
+	handle, err := iptables.OpenNamespace(n.path)
+	if err != nil {
+		return 0, err
+	}
+	defer handle.Close()
+	ex, err := iptables.NewExecutor(iptables.Options{Namespace: handle, Mode: iptables.BackendNative})
 	if err != nil {
 		return 0, err
 	}

@@ -19,6 +19,7 @@ type options struct {
 	netns        string
 	iptablesMode string
 	wait         string
+	timeout      string
 	native       bool
 	version      bool
 	help         bool
@@ -29,9 +30,9 @@ type options struct {
 // have no flag of ours with the same name (istio.go maps them).
 type istioOptions struct {
 	// Logging, Istio's --log_* family (pilot-agent's logging options).
-	logOutputLevel, logStacktraceLevel, logCaller, logTarget          string
+	logOutputLevel, logStacktraceLevel, logCaller, logTarget string
 	logRotate, logRotateMaxAge, logRotateMaxSize, logRotateMaxBackups string
-	logAsJSON                                                         bool
+	logAsJSON                                                        bool
 	// --iptables-version nft|legacy (Istio's ForceIptablesBinary) and the
 	// older --force-legacy-iptables: pick the backend as --iptables-mode.
 	iptablesVersion string
@@ -88,6 +89,7 @@ func newFlags(o *options) (*pflag.FlagSet, []flagDef) {
 		fd("iptables-mode", "", "IPTABLES_MODE", "iptables backend: auto, nft or legacy", &o.iptablesMode, nil),
 		fd("cleanup-only", "", "CLEANUP_ONLY", "remove everything this tool writes, write nothing (also: positional 'clean')", nil, &o.cleanupOnly),
 		fd("wait", "", "IPTABLES_WAIT", "seconds to wait for the xtables lock (legacy iptables) before giving up with exit 1; 1-3600", &o.wait, nil),
+		fd("timeout", "", "ISTIO_IPTABLES_TIMEOUT", "the whole run's deadline, a Go duration (default: --wait plus 10s); a process still running then is killed and the run says what it left", &o.timeout, nil),
 		fd("native-nftables", "", "NATIVE_NFTABLES", "write the rules as one nftables inet table over netlink, no iptables binary (with --dry-run: print the nft -f text)", nil, &o.native),
 		fd("redirect-dns", "", "REDIRECT_DNS", "send the app's DNS (udp and tcp port 53) to the agent's DNS proxy on 15053", &c.RedirectDNS, nil),
 		fd("capture-all-dns", "", "CAPTURE_ALL_DNS", "with --redirect-dns: capture DNS to every server, not only to --dns-servers", &c.CaptureAllDNS, nil),

@@ -105,10 +105,20 @@ func run(args []string, getenv func(string) (string, bool), stdout, stderr io.Wr
 			errs = append(errs, withEnv(e, fromEnv))
 		}
 	}
+	// The namespace is opened once: its IPv6 detection and every change
+	// of the run go through this one handle.
+	ns := iptables.CurrentNamespace()
 	if o.netns != "" {
-		if err := iptables.CheckNetns(o.netns); err != nil {
+		if opened, err := iptables.OpenNamespace(o.netns); err != nil {
 			errs = append(errs, withEnv(&capture.FieldError{Flag: "--netns", Msg: err.Error()}, fromEnv))
+		} else {
+			ns = opened
+			defer ns.Close()
 		}
+	}
+	timeout, err := parseTimeout(o.timeout, lockWait)
+	if err != nil {
+		errs = append(errs, withEnv(&capture.FieldError{Flag: "--timeout", Msg: err.Error()}, fromEnv))
 	}
 	probe, err := o.cfg.Probe()
 	if err == nil && probe.Run && o.netns != "" && !o.cleanupOnly {
@@ -131,20 +141,20 @@ func run(args []string, getenv func(string) (string, bool), stdout, stderr io.Wr
 			fmt.Fprintln(stdout, "# cleanup: removes every ISTIO_* chain and the jumps into them, both families and backends, the TPROXY routes and ::6 on lo")
 			return exitOK
 		}
-		ex, err := newExecutor(o.native, iptables.Options{Netns: o.netns, Mode: mode, LockWait: lockWait, Logger: log})
+		ex, err := iptables.NewExecutor(iptables.Options{Namespace: ns, Mode: backend(o, mode), LockWait: lockWait, Timeout: timeout, Logger: log})
 		if err != nil {
 			log.Error("cleanup", "err", err)
 			return exitFailed
 		}
 		if err := ex.Cleanup(ctx); err != nil {
-			log.Error("cleanup failed", "err", privilegeHint(err))
+			log.Error("cleanup failed; "+outcome(err), "err", privilegeHint(err))
 			return exitFailed
 		}
 		return exitOK
 	}
 
 	if capture.IPv6Mode(strings.ToLower(strings.TrimSpace(o.cfg.IPv6))) == capture.IPv6Auto {
-		has, err := iptables.HasGlobalIPv6(o.netns)
+		has, err := ns.HasGlobalIPv6()
 		if err != nil {
 			log.Error("cannot tell whether the namespace has IPv6; pass --ipv6=true or --ipv6=false", "err", err)
 			return exitFailed
@@ -178,18 +188,14 @@ func run(args []string, getenv func(string) (string, bool), stdout, stderr io.Wr
 		return exitOK
 	}
 	if !probe.SkipApply {
-		ex, err := newExecutor(o.native, iptables.Options{Netns: o.netns, Mode: mode, LockWait: lockWait, Logger: log})
+		ex, err := iptables.NewExecutor(iptables.Options{Namespace: ns, Mode: backend(o, mode), LockWait: lockWait, Timeout: timeout, Logger: log})
 		if err != nil {
 			log.Error("apply", "err", err)
 			return exitFailed
 		}
 		if err := ex.Apply(ctx, p); err != nil {
 			err = privilegeHint(err) // EPERM without CAP_NET_ADMIN: say which capability
-			if errors.Is(err, iptables.ErrPartial) {
-				log.Error("apply failed part-way", "err", err)
-			} else {
-				log.Error("apply failed; the earlier state is intact", "err", err)
-			}
+			log.Error("apply failed; "+outcome(err), "err", err)
 			return exitFailed
 		}
 	}
@@ -251,13 +257,41 @@ func logConfig(log *slog.Logger, o options, p plan.Plan) {
 		"iptables-probe-port", c.ProbePort, "probe-timeout", c.ProbeTimeout)
 }
 
-// newExecutor picks the backend: native nftables (--native-nftables) or
-// iptables.
-func newExecutor(native bool, o iptables.Options) (iptables.Executor, error) {
-	if native {
-		return iptables.NewNftExecutor(o)
+// backend is the one backend choice: --native-nftables is the spelling of
+// native, else --iptables-mode.
+func backend(o options, mode iptables.BackendMode) iptables.BackendMode {
+	if o.native {
+		return iptables.BackendNative
 	}
-	return iptables.NewExecutor(o)
+	return mode
+}
+
+// outcome words what a failed run left, as the executor proved it: the
+// earlier state is claimed intact only when it was read back.
+func outcome(err error) string {
+	switch {
+	case errors.Is(err, iptables.ErrUnchanged):
+		return "nothing was changed"
+	case errors.Is(err, iptables.ErrRolledBack):
+		return "rolled back; the earlier state is intact (read back)"
+	case errors.Is(err, iptables.ErrPartial):
+		return "the namespace may hold part of the new state; run again"
+	}
+	return "the state of the namespace is unknown; run again"
+}
+
+// parseTimeout parses --timeout, a Go duration (at most 1h); empty means
+// --wait plus 10 s.
+func parseTimeout(v string, wait time.Duration) (time.Duration, error) {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return wait + 10*time.Second, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 || d > time.Hour {
+		return 0, fmt.Errorf("%q is not a duration between 1ms and 1h (for example 40s)", v)
+	}
+	return d, nil
 }
 
 // printPlan prints the dry run: the `nft -f` text for the native backend,
