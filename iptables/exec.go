@@ -107,7 +107,6 @@ func failedLineNumber(stderr string) int {
 	return 0
 }
 
-
 // RestoreError is a restore the kernel (or the restore binary) refused. The
 // transaction was not committed: the earlier state is intact.
 type RestoreError struct {

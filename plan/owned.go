@@ -260,4 +260,3 @@ func OwnedRuleSet(f Family, s Saved) RuleSet {
 	}
 	return rs
 }
-

@@ -30,9 +30,9 @@ type options struct {
 // have no flag of ours with the same name (istio.go maps them).
 type istioOptions struct {
 	// Logging, Istio's --log_* family (pilot-agent's logging options).
-	logOutputLevel, logStacktraceLevel, logCaller, logTarget string
+	logOutputLevel, logStacktraceLevel, logCaller, logTarget          string
 	logRotate, logRotateMaxAge, logRotateMaxSize, logRotateMaxBackups string
-	logAsJSON                                                        bool
+	logAsJSON                                                         bool
 	// --iptables-version nft|legacy (Istio's ForceIptablesBinary) and the
 	// older --force-legacy-iptables: pick the backend as --iptables-mode.
 	iptablesVersion string
