@@ -21,6 +21,9 @@ import (
 //     node's: the node's istio-proxy is not the pod's;
 //   - any other --netns (/var/run/netns/NAME): the pod's root is not
 //     known, so a name is refused with a message asking for a number.
+//
+// A name the pod's database maps to 0 is refused: root is exempted only
+// by an explicit number 0, never by a file the pod controls.
 
 // errNoUserDB: the pod's user database is not known for this --netns.
 var errNoUserDB = errors.New("the pod's user database is not known")
@@ -32,7 +35,8 @@ func userDatabase(netns string) (capture.Lookup, string) {
 	case netns == "":
 		return osLookup{}, "this system's user database"
 	case dir != "":
-		return userdb.DB{Root: dir + "root"}, "the pod's user database (" + dir + "root/etc/passwd, group)"
+		where := "the pod's user database (" + dir + "root/etc/passwd, group)"
+		return noRootNames{userdb.DB{Root: dir + "root"}, where}, where
 	default:
 		return unknownDB{netns}, "no user database"
 	}
@@ -48,6 +52,30 @@ func (u unknownDB) GroupID(string) (uint32, error) { return 0, u.err("GID") }
 func (u unknownDB) err(what string) error {
 	return fmt.Errorf("%w with --netns %q (only /proc/PID/ns/net leads to the pod's root, where names are resolved); give the numeric %s",
 		errNoUserDB, u.netns, what)
+}
+
+// errRootName: a name resolves to 0 in a database the pod controls.
+var errRootName = errors.New("root is exempted only by an explicit 0")
+
+// noRootNames refuses a name that db maps to 0.
+type noRootNames struct {
+	db    capture.Lookup
+	where string
+}
+
+func (n noRootNames) UserID(name string) (uint32, error) {
+	return n.check(n.db.UserID(name))
+}
+
+func (n noRootNames) GroupID(name string) (uint32, error) {
+	return n.check(n.db.GroupID(name))
+}
+
+func (n noRootNames) check(id uint32, err error) (uint32, error) {
+	if err == nil && id == 0 {
+		return 0, fmt.Errorf("it is 0 in %s: %w, never by a name the pod's files map to 0", n.where, errRootName)
+	}
+	return id, err
 }
 
 // osLookup resolves names through the system's own user database. Its
@@ -100,7 +128,7 @@ func defaultProxyUID(getenv func(string) (string, bool), db capture.Lookup, wher
 	}
 	id, err := db.UserID(name)
 	switch {
-	case err == nil && id == 0:
+	case err == nil && id == 0, errors.Is(err, errRootName):
 		return "", fmt.Errorf("-u: the default is the UID of %s, which is 0 in %s: root is never exempted implicitly; pass -u 0 to exempt it, or -u with the proxy's UID", source, where)
 	case err == nil:
 		return strconv.FormatUint(uint64(id), 10), nil

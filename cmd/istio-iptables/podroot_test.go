@@ -377,6 +377,17 @@ func TestPodRootHostileFiles(t *testing.T) {
 		{name: "an explicit -u 0 exempts root", env: []string{"ENVOY_USER=root"}, args: []string{"-u", "0"},
 			setup: func(t *testing.T, root string) { podFile(t, root, "etc/passwd", "root:x:0:0::/root:/bin/sh\n") },
 			check: func(t *testing.T, r measuredRun, proc string) { assert.Contains(t, r.stdout, "--uid-owner 0 ") }},
+		{name: "a name the pod maps to 0 is refused, -u and -g", args: []string{"-u", "istio-proxy", "-g", "wheel"},
+			setup: func(t *testing.T, root string) {
+				podFile(t, root, "etc/passwd", "istio-proxy:x:0:0::/:/bin/sh\n")
+				podFile(t, root, "etc/group", "wheel:x:0:\n")
+			},
+			wantCode: exitUsage,
+			check: func(t *testing.T, r measuredRun, proc string) {
+				assert.Contains(t, r.stderr, `-u: unknown name "istio-proxy": it is 0 in the pod's user database (`+proc+
+					"/etc/passwd, group): root is exempted only by an explicit 0")
+				assert.Contains(t, r.stderr, `-g: unknown name "wheel": it is 0 in the pod's user database`)
+			}},
 		// A named namespace: the pod's root is unknown.
 		{name: "a name with /var/run/netns is refused", args: []string{"-u", "istio-proxy"}, netns: "%s",
 			wantCode: exitUsage,
