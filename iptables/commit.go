@@ -43,12 +43,15 @@ func (e *executor) commit(stop, hard context.Context, tx Transaction, st State) 
 		}
 		i = j
 	}
+	var after *State
 	if !tx.Empty() {
-		if err := e.verify(hard, tx, st); err != nil {
+		st2, err := e.verify(hard, tx, st)
+		if err != nil {
 			return err
 		}
+		after = &st2
 	}
-	if err := e.mark(tx); err != nil {
+	if err := e.mark(tx, after); err != nil {
 		e.log.Warn("could not record the apply; the next run reads the state in full", "err", err)
 	}
 	if stop.Err() != nil {
@@ -134,10 +137,10 @@ func (e *executor) startRestore(ctx context.Context, fl Flavour, fam plan.Family
 // should have left. iptables-nft and the native table are compared over
 // netlink, rule counts per chain and the owner tag (no process); legacy
 // with *-save, rule by rule.
-func (e *executor) verify(ctx context.Context, tx Transaction, before State) error {
+func (e *executor) verify(ctx context.Context, tx Transaction, before State) (State, error) {
 	after, err := e.k.Probe()
 	if err != nil {
-		return fmt.Errorf("read the namespace back: %w: %w", err, ErrPartial)
+		return State{}, fmt.Errorf("read the namespace back: %w: %w", err, ErrPartial)
 	}
 	var errs []error
 	for _, s := range tx.Steps {
@@ -195,9 +198,9 @@ func (e *executor) verify(ctx context.Context, tx Transaction, before State) err
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("%w: %w: %w", err, ErrNotVerified, ErrPartial)
+		return State{}, fmt.Errorf("%w: %w: %w", err, ErrNotVerified, ErrPartial)
 	}
-	return nil
+	return after, nil
 }
 
 // holds reports whether saved holds exactly want of this tool's rules.
@@ -257,13 +260,17 @@ func verifyCounts(s Step, before, after FlavourState) error {
 
 // mark records a verified apply at the generation its own transaction
 // moves to, or removes the records.
-func (e *executor) mark(tx Transaction) error {
+func (e *executor) mark(tx Transaction, after *State) error {
 	switch tx.Marker {
 	case MarkerRecord:
-		st, err := e.k.Probe()
-		if err != nil {
-			return err
+		if after == nil {
+			st, err := e.k.Probe()
+			if err != nil {
+				return err
+			}
+			after = &st
 		}
+		st := *after
 		name := MarkerName(tx.Hash, st.Generation+1)
 		if slices.Equal(st.Markers, []string{MarkerName(tx.Hash, st.Generation)}) {
 			return nil // still current

@@ -124,12 +124,20 @@ func probeNft(c *nftables.Conn, st *State) error {
 	if err != nil {
 		return fmt.Errorf("list nftables chains: %w", err)
 	}
+	// Rules are counted per chain from one raw dump per table: decoding
+	// every rule's expressions (GetRules) costs seconds for tens of
+	// thousands of rules, and only the counts are needed.
+	counts := map[string]map[string]int{}
 	count := func(t *nftables.Table, ch *nftables.Chain) (int, error) {
-		rules, err := c.GetRules(t, ch)
-		if err != nil {
-			return 0, fmt.Errorf("list rules of %s %s: %w", t.Name, ch.Name, err)
+		k := fmt.Sprint(t.Family, "/", t.Name)
+		if counts[k] == nil {
+			m, err := ruleCounts(byte(t.Family), t.Name)
+			if err != nil {
+				return 0, fmt.Errorf("list rules of %s: %w", t.Name, err)
+			}
+			counts[k] = m
 		}
-		return len(rules), nil
+		return counts[k][ch.Name], nil
 	}
 	for _, t := range tables {
 		var fam plan.Family
@@ -266,6 +274,56 @@ func ownerTag(table string) (string, error) {
 		}
 	}
 	return "", nil
+}
+
+// ruleCounts counts the rules of each chain of a table, from one
+// NFT_MSG_GETRULE dump.
+func ruleCounts(family byte, table string) (map[string]int, error) {
+	c, err := mdnetlink.Dial(unix.NETLINK_NETFILTER, &mdnetlink.Config{})
+	if err != nil {
+		return nil, fmt.Errorf("nfnetlink: %w", err)
+	}
+	defer c.Close()
+	_ = bigBuffers(c) // a dump of tens of thousands of rules
+	ae := mdnetlink.NewAttributeEncoder()
+	ae.String(unix.NFTA_RULE_TABLE, table)
+	attrs, err := ae.Encode()
+	if err != nil {
+		return nil, err
+	}
+	msgs, err := c.Execute(mdnetlink.Message{
+		Header: mdnetlink.Header{Type: mdnetlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_GETRULE), Flags: mdnetlink.Request | mdnetlink.Dump},
+		Data:   append([]byte{family, unix.NFNETLINK_V0, 0, 0}, attrs...),
+	})
+	if err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return map[string]int{}, nil
+		}
+		return nil, err
+	}
+	out := map[string]int{}
+	for _, m := range msgs {
+		if len(m.Data) < 4 {
+			continue
+		}
+		ad, err := mdnetlink.NewAttributeDecoder(m.Data[4:])
+		if err != nil {
+			return nil, err
+		}
+		var tab, chain string
+		for ad.Next() {
+			switch ad.Type() {
+			case unix.NFTA_RULE_TABLE:
+				tab = ad.String()
+			case unix.NFTA_RULE_CHAIN:
+				chain = ad.String()
+			}
+		}
+		if tab == table {
+			out[chain]++
+		}
+	}
+	return out, nil
 }
 
 // nftGeneration reads the nf_tables ruleset generation (NFT_MSG_GETGEN,
