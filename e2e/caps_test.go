@@ -144,7 +144,8 @@ func TestWithoutNetRaw(t *testing.T) {
 // as the init container's do; a re-run by the init container finds them in
 // place and writes nothing; a CNI cleanup restores the kernel state. The
 // init container itself cannot use --netns (setns needs CAP_SYS_ADMIN): it
-// fails with exit 1, no NET_ADMIN hint, and nothing changed.
+// fails with exit 1, a message naming CAP_SYS_ADMIN and no NET_ADMIN hint,
+// and nothing changed.
 func TestCNICaller(t *testing.T) {
 	requireRoot(t)
 	for _, tc := range []struct {
@@ -182,6 +183,7 @@ func TestCNICaller(t *testing.T) {
 
 			code, out = runAs(t, b, initContainer, append([]string{"--netns", b.podPath()}, tc.args...)...)
 			assert.Equal(t, 1, code, "%s", out)
+			assert.Contains(t, out, "entering another network namespace needs CAP_SYS_ADMIN")
 			assert.NotContains(t, out, netAdminHint, "the init container holds NET_ADMIN; setns wants CAP_SYS_ADMIN")
 			assert.Equal(t, written, kernelState(t, b))
 

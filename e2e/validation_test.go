@@ -37,6 +37,11 @@ func runToolIn(t *testing.T, nsName, lockFile string, p privileges, args ...stri
 	return 0, out.String()
 }
 
+// probeTimeout bounds each probe. A probe that must fail retries until it
+// runs out; 1s was too short on a loaded machine (load 11 on 2 cores: the
+// first connect was cut short and reported as a timeout, not refused).
+const probeTimeout = "3s"
+
 // Who runs the probe: Istio's istio-validation container (UID 1337, no
 // capabilities), others with no capabilities either, and root as
 // istio-init runs.
@@ -53,7 +58,7 @@ var (
 func TestValidation(t *testing.T) {
 	requireRoot(t)
 	probe := func(capture []string, more ...string) []string {
-		args := append(append([]string{}, capture...), "--skip-rule-apply", "--run-validation", "--probe-timeout", "1s", "--ipv6=true")
+		args := append(append([]string{}, capture...), "--skip-rule-apply", "--run-validation", "--probe-timeout", probeTimeout, "--ipv6=true")
 		return append(args, more...)
 	}
 	for _, tc := range []struct {
@@ -91,7 +96,7 @@ func TestValidation(t *testing.T) {
 		// One run that writes the rules and validates them: as root, it
 		// writes them and then finds that root is not the proxy.
 		{name: "apply and validate in one run, as root", as: initContainer, code: 126,
-			args:    append(append([]string{}, redirect...), "--run-validation", "--probe-timeout", "1s", "--ipv6=true"),
+			args:    append(append([]string{}, redirect...), "--run-validation", "--probe-timeout", probeTimeout, "--ipv6=true"),
 			message: []string{"rules written", "validation failed", `process="uid 0 gid 0"`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
