@@ -1062,3 +1062,34 @@ func TestKernelFigures(t *testing.T) {
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// TestKernelDryRunDiff: --dry-run --diff reads a live namespace and prints
+// the transaction the run would commit, changing nothing: nothing to do
+// once the plan is there, the exact restore text and routing otherwise.
+func TestKernelDryRunDiff(t *testing.T) {
+	requireKernel(t)
+	bin := buildBinary(t)
+	n := newNS(t)
+	fresh := runBinary(t, bin, nil, args(n, redirectArgs, "--ipv6=false", "-n", "--diff")...)
+	require.Zero(t, fresh.code, fresh.stderr)
+	dry := runBinary(t, bin, nil, append(slices.Clone(redirectArgs), "--ipv6=false", "-n")...)
+	require.Zero(t, dry.code, dry.stderr)
+	assert.Equal(t, "# step 1 of 1: ipv4 | iptables-nft-restore --noflush (tables nat, committed in this order)\n"+
+		strings.TrimPrefix(dry.stdout, "# ipv4\n"), fresh.stdout, "a fresh namespace: the dry run's text, as one step")
+	before := n.snapshot(t)
+	r := runBinary(t, bin, nil, args(n, tproxyArgs, "--ipv6=false", "-n", "--diff")...)
+	require.Zero(t, r.code, r.stderr)
+	assertSnapshot(t, before, n.snapshot(t), "--diff changed the namespace")
+
+	require.Zero(t, runBinary(t, bin, nil, args(n, redirectArgs, "--ipv6=false")...).code)
+	same := runBinary(t, bin, nil, args(n, redirectArgs, "--ipv6=false", "-n", "--diff")...)
+	require.Zero(t, same.code, same.stderr)
+	assert.Equal(t, "# nothing to do: the namespace already holds the plan (as recorded at this nf_tables generation)\n", same.stdout)
+	swap := runBinary(t, bin, nil, args(n, tproxyArgs, "--ipv6=false", "-n", "--diff")...)
+	require.Zero(t, swap.code, swap.stderr)
+	assert.Contains(t, swap.stdout, "# step 1 of 2: policy routing and lo addresses (netlink)\nip rule add fwmark 1337 lookup 133 proto 137\n")
+	assert.Contains(t, swap.stdout, "(tables mangle, nat, committed in this order)")
+	clean := runBinary(t, bin, nil, "--netns", n.path(), "--cleanup-only", "-n", "--diff")
+	require.Zero(t, clean.code, clean.stderr)
+	assert.Contains(t, clean.stdout, "-X ISTIO_OUTPUT")
+}

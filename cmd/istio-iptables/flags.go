@@ -15,6 +15,7 @@ import (
 type options struct {
 	cfg          capture.Config
 	dryRun       bool
+	diff         bool
 	cleanupOnly  bool
 	netns        string
 	iptablesMode string
@@ -84,6 +85,7 @@ func newFlags(o *options) (*pflag.FlagSet, []flagDef) {
 		fd("istio-inbound-tproxy-mark", "t", "ISTIO_INBOUND_TPROXY_MARK", "TPROXY fwmark", &c.InboundTProxyMark, nil),
 		fd("istio-inbound-tproxy-route-table", "r", "ISTIO_INBOUND_TPROXY_ROUTE_TABLE", "TPROXY routing table", &c.InboundTProxyRouteTable, nil),
 		fd("dry-run", "n", "DRY_RUN", "print the plan, touch nothing", nil, &o.dryRun),
+		fd("diff", "", "DRY_RUN_DIFF", "with --dry-run: read the namespace (the current one or --netns; needs NET_ADMIN there) and print the transaction the run would commit, step by step, or that there is nothing to do; nothing is changed", nil, &o.diff),
 		fd("netns", "", "NETWORK_NAMESPACE", "path of the network namespace to program (/var/run/netns/x, /proc/PID/ns/net); empty: the current one", &o.netns, nil),
 		fd("ipv6", "", "ISTIO_IPV6", "IPv6 rules: auto (when the namespace has a global IPv6 address), true or false", &c.IPv6, nil),
 		fd("iptables-mode", "", "IPTABLES_MODE", "iptables backend: auto, nft or legacy", &o.iptablesMode, nil),

@@ -107,7 +107,9 @@ func osLookupErr(err error, what string) error {
 	if errors.As(err, &uu) || errors.As(err, &ug) {
 		return fmt.Errorf("no such %s in this system's user database: %w", what, userdb.ErrNotFound)
 	}
-	return fmt.Errorf("look up a %s in this system's user database: %q", what, err.Error())
+	// Wrapped, not flattened: a missing /etc/passwd (an image from
+	// scratch has none) must stay fs.ErrNotExist for defaultProxyUID.
+	return fmt.Errorf("look up a %s in this system's user database: %w", what, err)
 }
 
 // defaultProxyUID is -u when neither -u nor PROXY_UID is given: the UID

@@ -137,7 +137,7 @@ func run(args []string, getenv func(string) (string, bool), stdout, stderr io.Wr
 		if probe.Run {
 			log.Warn("--run-validation is ignored with --cleanup-only")
 		}
-		if o.dryRun {
+		if o.dryRun && !o.diff {
 			fmt.Fprintln(stdout, "# cleanup: removes every ISTIO_* chain and the jumps into them, both families and backends, the TPROXY routes and ::6 on lo")
 			return exitOK
 		}
@@ -145,6 +145,9 @@ func run(args []string, getenv func(string) (string, bool), stdout, stderr io.Wr
 		if err != nil {
 			log.Error("cleanup", "err", err)
 			return exitFailed
+		}
+		if o.dryRun {
+			return printDecided(ctx, log, stdout, ex, plan.Plan{}, true)
 		}
 		if err := ex.Cleanup(ctx); err != nil {
 			log.Error("cleanup failed; "+outcome(err), "err", privilegeHint(err))
@@ -175,6 +178,14 @@ func run(args []string, getenv func(string) (string, bool), stdout, stderr io.Wr
 	logConfig(log, o, p)
 	vp := validate.Probe{CapturePorts: probe.CapturePorts, Port: probe.Port, Timeout: probe.Timeout}
 	_, vp.IPv6 = p.RuleSet(plan.IPv6)
+	if o.dryRun && o.diff && !probe.SkipApply {
+		ex, err := iptables.NewExecutor(iptables.Options{Namespace: ns, Mode: backend(o, mode), LockWait: lockWait, Timeout: timeout, Logger: log})
+		if err != nil {
+			log.Error("dry run", "err", err)
+			return exitFailed
+		}
+		return printDecided(ctx, log, stdout, ex, p, false)
+	}
 	if o.dryRun {
 		if probe.SkipApply {
 			fmt.Fprintln(stdout, "# skip-rule-apply: no rule is written")
@@ -255,6 +266,18 @@ func logConfig(log *slog.Logger, o options, p plan.Plan) {
 		"drop-invalid", c.DropInvalid, "owner-groups", c.OwnerGroupsInclude, "owner-groups-exclude", c.OwnerGroupsExclude,
 		"run-validation", c.RunValidation, "skip-rule-apply", c.SkipRuleApply,
 		"iptables-probe-port", c.ProbePort, "probe-timeout", c.ProbeTimeout)
+}
+
+// printDecided is the dry run against a live namespace: the transaction
+// the run would commit there, decided from the namespace as it is now.
+func printDecided(ctx context.Context, log *slog.Logger, stdout io.Writer, ex iptables.Executor, p plan.Plan, cleanup bool) int {
+	tx, err := ex.Decide(ctx, p, cleanup)
+	if err != nil {
+		log.Error("dry run: "+outcome(err), "err", privilegeHint(err))
+		return exitFailed
+	}
+	fmt.Fprint(stdout, tx.String())
+	return exitOK
 }
 
 // backend is the one backend choice: --native-nftables is the spelling of

@@ -205,11 +205,11 @@ func envConfigs(t *testing.T) []envConfig {
 				"ISTIO_INBOUND_INTERCEPTION_MODE": "TPROXY", "ISTIO_INBOUND_PORTS": "80,8080",
 				"ISTIO_INBOUND_TPROXY_MARK": "1400", "ISTIO_INBOUND_TPROXY_ROUTE_TABLE": "140",
 				"ISTIO_SERVICE_CIDR": "*", "PROXY_UID": "1337", "DRY_RUN": "1", "ISTIO_IPV6": "false",
-				"IPTABLES_MODE": "legacy",
+				"IPTABLES_MODE": "legacy", "DRY_RUN_DIFF": "false", "ISTIO_IPTABLES_TIMEOUT": "20s",
 			},
 			flags: []string{
 				"-m", "TPROXY", "-b", "80,8080", "-t", "1400", "-r", "140", "-i", "*", "-u", "1337",
-				"--dry-run", "--ipv6=false", "--iptables-mode=legacy",
+				"--dry-run", "--ipv6=false", "--iptables-mode=legacy", "--diff=false", "--timeout", "20s",
 			},
 		},
 		{
@@ -345,6 +345,7 @@ func badEnvValue(env string) string {
 		"SKIP_RULE_APPLY": "maybe", "DNS_SERVERS": "10.96.0.0/12", "ISTIO_OUTBOUND_OWNER_GROUPS": "no-such-group-xyz",
 		"ISTIO_OUTBOUND_OWNER_GROUPS_EXCLUDE": "*", "PROBE_TIMEOUT": "5",
 		"ISTIO_OUTBOUND_IPV4_LOOPBACK_CIDR": "10.0.0.0/8", "PROXY_MARK": "0x100000000",
+		"DRY_RUN_DIFF": "maybe", "ISTIO_IPTABLES_TIMEOUT": "forever",
 	}
 	if v, ok := bad[env]; ok {
 		return v
@@ -390,6 +391,7 @@ func TestRunFlagsWinOverEnv(t *testing.T) {
 		"ISTIO_OUTBOUND_OWNER_GROUPS": "101", "ISTIO_OUTBOUND_OWNER_GROUPS_EXCLUDE": "888", "RUN_VALIDATION": "false",
 		"SKIP_RULE_APPLY": "false", "IPTABLES_PROBE_PORT": "15002", "PROBE_TIMEOUT": "5s",
 		"ISTIO_OUTBOUND_IPV4_LOOPBACK_CIDR": "127.0.0.0/8", "PROXY_MARK": "4242",
+		"DRY_RUN_DIFF": "false", "ISTIO_IPTABLES_TIMEOUT": "40s",
 	}
 	for _, d := range allFlagDefs() {
 		t.Run(d.env, func(t *testing.T) {
@@ -467,8 +469,8 @@ func helpEntries(text string) map[string]string {
 // and its default, in the flag's own entry.
 func TestRunHelp(t *testing.T) {
 	defs := allFlagDefs()
-	assert.Len(t, defs, 35, "SPEC §1 lists 21 flags with a variable, plus --wait (issue 7), ten of issue 8, --native-nftables (issue 9) "+
-		"and two of issue 16 (Istio's own flags: istio_test.go)")
+	assert.Len(t, defs, 37, "the contract lists 21 flags with a variable, plus --wait (issue 7), ten of issue 8, --native-nftables (issue 9), "+
+		"two of issue 16 (Istio's own flags: istio_test.go), --timeout (issue 14) and --diff (issue 19)")
 	for _, arg := range []string{"--help", "-h"} {
 		t.Run(arg, func(t *testing.T) {
 			r := runCLI(t, nil, arg)
