@@ -299,6 +299,8 @@ func normalizeState(raw string) string {
 			if strings.Contains(line, "valid_lft") {
 				continue
 			}
+			// An address still in duplicate address detection is the same address.
+			line = strings.Replace(line, " tentative", "", 1)
 		default: // *-save
 			if strings.HasPrefix(line, "#") {
 				continue
