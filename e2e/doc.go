@@ -50,8 +50,14 @@
 // Two more tests are opt-in. E2E_MUTATE=1 runs TestMutations, which removes
 // one rule at a time from the binary's own --dry-run plan and checks that the
 // matrix notices (a few minutes); the rules no connection can observe are
-// listed there with the reason. E2E_SPEC_GAPS=1 runs tests of behaviour the
-// SPEC's rules do not deliver yet (TestTPROXYOriginalSource).
+// listed there with the reason.
+//
+// Issue 16 (parity_*_test.go): TestTPROXYOriginalSource (Envoy's
+// original_src upstream lands on the app with the client's address, and
+// does not once the nat mark RETURN is deleted), TestIstioTemplateArgs
+// (Istio's injector's args and ProxyMetadata against our spelling, kernel
+// state compared), TestProxyMark, TestKubeVirtDNS, TestIPv6OnlyPod and
+// the loopback parity tests.
 //
 // The options of issue 8 have their own tests. TestDNSCapture sends DNS
 // queries over UDP and TCP from the app, root, the proxy's UID and GID and

@@ -321,7 +321,11 @@ func parseTimeout(v string, wait time.Duration) (time.Duration, error) {
 // else the restore text.
 func printPlan(native bool, w io.Writer, p plan.Plan) error {
 	if native {
-		return dryrun.PrintNft(w, p)
+		script, err := iptables.NftScript(p)
+		if err != nil {
+			return err
+		}
+		return dryrun.PrintNft(w, script, p)
 	}
 	return dryrun.Print(w, p)
 }
