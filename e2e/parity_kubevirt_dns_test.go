@@ -49,9 +49,11 @@ func addVM(t *testing.T, b *bed) string {
 		addRoute(t, vm, remoteNet, addrs["virt"][f])
 		addRoute(t, remote, vmNet, addrs["podr"][f])
 	}
-	for _, kv := range []string{"net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"} {
-		out, err := exec.Command("ip", "netns", "exec", b.pod, "sysctl", "-qw", kv).CombinedOutput()
-		require.NoError(t, err, "sysctl %s: %s", kv, out)
+	// Forwarding on in the pod (no sysctl binary needed: /proc/sys/net is
+	// the namespace's own).
+	for _, knob := range []string{"/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv6/conf/all/forwarding"} {
+		out, err := exec.Command("ip", "netns", "exec", b.pod, "sh", "-c", "echo 1 > "+knob).CombinedOutput()
+		require.NoError(t, err, "enable %s: %s", knob, out)
 	}
 	startServer(t, b.pod, "dns-agent-virt", proxyUser)
 	return name
