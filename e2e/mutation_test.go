@@ -87,7 +87,8 @@ var unobservable = []excuse{
 		"mangle -A OUTPUT -p tcp -o lo -m mark --mark 1337 -j RETURN",
 		"mangle -A OUTPUT -p tcp -m connmark --mark 1337 -j CONNMARK --restore-mark",
 		"mangle -A ISTIO_INBOUND -p tcp -m mark --mark 1337 -j RETURN",
-	}, "only an original_src upstream (mark 1337) uses them, which the SPEC's nat rules loop back: see TestTPROXYOriginalSource"},
+		"nat -A ISTIO_OUTPUT -m mark --mark 1337 -j RETURN",
+	}, "only an original_src upstream (mark 1337) uses them, and the matrix makes none: TestTPROXYOriginalSource does"},
 	{both(tproxyMode, portList), []string{
 		"mangle -A ISTIO_INBOUND -p tcp --dport 80 -m conntrack --ctstate RELATED,ESTABLISHED -j ISTIO_DIVERT",
 		"mangle -A ISTIO_DIVERT -j ACCEPT",
