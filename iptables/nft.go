@@ -73,12 +73,23 @@ type NftRule struct {
 	SetAt int
 }
 
-// NftSet is an anonymous constant set.
+// NftSet is a constant set: anonymous (written with its rule), or, when
+// Name is set, a named set of the table. Sets of more elements than one
+// netlink attribute carries are named: an anonymous set's elements must
+// all come in the message that creates it, a named one's in as many
+// messages as they need.
 type NftSet struct {
 	Key      nftables.SetDatatype
 	Interval bool
 	Elems    []nftables.SetElement
+	// Name and Items (the elements as text) for a named set.
+	Name  string
+	Items string
 }
+
+// setChunk bounds the elements of one set message: a netlink attribute
+// is at most 64 KiB, and an interval element takes up to about 40 bytes.
+const setChunk = 1024
 
 // nftChainName is the chain of the table that stands for an iptables chain.
 func nftChainName(t plan.Table, c plan.Chain) string { return string(t) + "-" + string(c) }
@@ -140,7 +151,34 @@ func NftTranslate(p plan.Plan) (NftRuleset, error) {
 	if err := errors.Join(errs...); err != nil {
 		return NftRuleset{}, err
 	}
+	nameBigSets(&out)
 	return out, nil
+}
+
+// nameBigSets turns the sets too big for one message into named sets of
+// the table (big-0, big-1, ...): the rule reads @big-N, and the table's
+// text declares the set with its elements, so the dry run and the write
+// stay the same thing.
+func nameBigSets(rs *NftRuleset) {
+	n := 0
+	for ci := range rs.Chains {
+		for ri := range rs.Chains[ci].Rules {
+			r := &rs.Chains[ci].Rules[ri]
+			if r.Set == nil || len(r.Set.Elems) <= setChunk {
+				continue
+			}
+			i, j := strings.Index(r.Text, "{ "), strings.LastIndex(r.Text, " }")
+			if i < 0 || j < i {
+				continue
+			}
+			set := *r.Set
+			set.Name = fmt.Sprintf("big-%d", n)
+			set.Items = r.Text[i+2 : j]
+			r.Set = &set
+			r.Text = r.Text[:i] + "@" + set.Name + r.Text[j+2:]
+			n++
+		}
+	}
 }
 
 // specRule is a rule of a chain in its parsed form.
@@ -920,6 +958,17 @@ func (r NftRuleset) Body(hash string) string {
 	fmt.Fprintf(&b, "table inet %s {\n", NftTableName)
 	if hash != "" {
 		fmt.Fprintf(&b, "\tset %s {\n\t\ttype mark\n\t\tcomment %q\n\t}\n\n", OwnerSet, ownerComment(hash))
+	}
+	for _, c := range r.Chains {
+		for _, rule := range c.Rules {
+			if s := rule.Set; s != nil && s.Name != "" {
+				flags := "constant"
+				if s.Interval {
+					flags += ",interval"
+				}
+				fmt.Fprintf(&b, "\tset %s {\n\t\ttype %s\n\t\tflags %s\n\t\telements = { %s }\n\t}\n\n", s.Name, s.Key.Name, flags, s.Items)
+			}
+		}
 	}
 	for i, c := range r.Chains {
 		if i > 0 {

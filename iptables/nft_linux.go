@@ -54,7 +54,13 @@ func (linuxKernel) WriteNative(w NativeWrite) error {
 		for _, r := range ch.Rules {
 			exprs := r.Exprs
 			if r.Set != nil {
-				s := &nftables.Set{Table: t, Anonymous: true, Constant: true, Interval: r.Set.Interval, KeyType: r.Set.Key}
+				s := &nftables.Set{Table: t, Anonymous: r.Set.Name == "", Name: r.Set.Name, Constant: true, Interval: r.Set.Interval, KeyType: r.Set.Key}
+				if s.Name != "" {
+					s.Size = uint32(len(r.Set.Elems)) // else the kernel caps the set (ENFILE)
+				}
+				if w.Replace && s.Name != "" {
+					c.DelSet(&nftables.Set{Table: t, Name: s.Name}) // its rule is flushed above
+				}
 				if err := addSetChunked(c, s, r.Set.Elems); err != nil {
 					return fmt.Errorf("nftables set of %q: %w", r.Text, err)
 				}
@@ -71,10 +77,6 @@ func (linuxKernel) WriteNative(w NativeWrite) error {
 	}
 	return nil
 }
-
-// setChunk bounds the elements of one set message: a netlink attribute
-// is at most 64 KiB, and an interval element takes up to about 40 bytes.
-const setChunk = 1024
 
 // addSetChunked adds a set and its elements in messages of at most
 // setChunk elements each (interval sets: never splitting a start from its
