@@ -766,3 +766,22 @@ func routingOf(p plan.Plan) iptables.Routing {
 	}
 	return r
 }
+
+// A native batch whose acks were lost (ENOBUFS after the kernel committed
+// it) is judged by the table read back; one the kernel refused is not.
+func TestNativeWriteErrors(t *testing.T) {
+	p := build(t, redirectDefault)
+	w := newWorld(t, allBinaries, nil)
+	w.kernel.nativeLost = errors.New("netlink receive: no buffer space available")
+	require.NoError(t, w.executor(iptables.Options{Mode: iptables.BackendNative}).Apply(context.Background(), p))
+	assert.True(t, w.nf.native.Ours)
+	assert.Len(t, w.nf.markers, 1, "verified, so recorded")
+
+	w = newWorld(t, allBinaries, nil)
+	w.kernel.nativeRefused = errors.New("netlink receive: invalid argument")
+	err := w.executor(iptables.Options{Mode: iptables.BackendNative}).Apply(context.Background(), p)
+	require.Error(t, err)
+	assert.ErrorIs(t, err, iptables.ErrRolledBack)
+	assert.False(t, w.nf.native.Present)
+	assert.Empty(t, w.nf.markers)
+}

@@ -395,6 +395,9 @@ type fakeKernel struct {
 	routing []iptables.RoutingChange
 	// routingErr fails ChangeRouting.
 	routingErr error
+	// nativeLost makes WriteNative write, then fail (acks lost);
+	// nativeRefused makes it fail without writing.
+	nativeLost, nativeRefused error
 	locked     bool
 }
 
@@ -421,6 +424,9 @@ func (k *fakeKernel) Probe() (iptables.State, error) {
 func (k *fakeKernel) WriteNative(w iptables.NativeWrite) error {
 	k.check("WriteNative")
 	k.ops = append(k.ops, "native")
+	if k.nativeRefused != nil {
+		return k.nativeRefused
+	}
 	counts := map[string]int{}
 	var chains []string
 	for _, c := range w.Ruleset.Chains {
@@ -429,7 +435,7 @@ func (k *fakeKernel) WriteNative(w iptables.NativeWrite) error {
 	}
 	k.nf.native = iptables.NativeState{Present: true, Ours: true, Hash: w.Hash, Chains: chains, Counts: counts}
 	k.nf.generation++
-	return nil
+	return k.nativeLost
 }
 
 func (k *fakeKernel) DeleteNftTables(refs []iptables.NftTableRef) error {
