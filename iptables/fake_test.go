@@ -398,7 +398,7 @@ type fakeKernel struct {
 	// nativeLost makes WriteNative write, then fail (acks lost);
 	// nativeRefused makes it fail without writing.
 	nativeLost, nativeRefused error
-	locked     bool
+	locked                    bool
 }
 
 func (k *fakeKernel) check(op string) {
