@@ -97,7 +97,7 @@ func TestValidation(t *testing.T) {
 		// writes them and then finds that root is not the proxy.
 		{name: "apply and validate in one run, as root", as: initContainer, code: 126,
 			args:    append(append([]string{}, redirect...), "--run-validation", "--probe-timeout", probeTimeout, "--ipv6=true"),
-			message: []string{"rules written", "validation failed", `process="uid 0 gid 0"`}},
+			message: []string{"written", "validation failed", `process="uid 0 gid 0"`}}, // "rules written", or "written" (native)
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
