@@ -26,6 +26,7 @@ var ownedShapes = map[TableChain][]string{
 		"-o lo -p tcp -m mark --mark _ -j RETURN",
 		"! -d _ -o lo -p tcp -m owner --uid-owner _ -j MARK --set-xmark _",
 		"! -d _ -o lo -p tcp -m owner --gid-owner _ -j MARK --set-xmark _",
+		"! -d _ -o lo -p tcp -m mark --mark _ -j MARK --set-xmark _", // --proxy-mark with TPROXY
 		"-p tcp -m connmark --mark _ -j CONNMARK --restore-mark --nfmask 0xffffffff --ctmask 0xffffffff",
 	},
 }

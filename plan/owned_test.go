@@ -70,6 +70,7 @@ COMMIT
 -A OUTPUT -j ISTIO_OUTPUT
 -A ISTIO_INBOUND -p tcp -m tcp --dport 15008 -j RETURN
 -A ISTIO_IN_REDIRECT -p tcp -j REDIRECT --to-ports 15006
+-A ISTIO_OUTPUT -m mark --mark 0x539 -j RETURN
 -A ISTIO_OUTPUT -s 127.0.0.6/32 -o lo -j RETURN
 -A ISTIO_OUTPUT ! -d 127.0.0.1/32 -o lo -p tcp -m tcp ! --dport 15008 -m owner --uid-owner 1337 -j ISTIO_IN_REDIRECT
 -A ISTIO_OUTPUT -o lo -m owner ! --uid-owner 1337 -j RETURN
@@ -125,6 +126,7 @@ COMMIT
 -A OUTPUT -j ISTIO_OUTPUT
 -A ISTIO_INBOUND -p tcp -m tcp --dport 15008 -j RETURN
 -A ISTIO_IN_REDIRECT -p tcp -j REDIRECT --to-ports 15006
+-A ISTIO_OUTPUT -m mark --mark 0x539 -j RETURN
 -A ISTIO_OUTPUT -s ::6/128 -o lo -j RETURN
 -A ISTIO_OUTPUT ! -d ::1/128 -o lo -p tcp -m tcp ! --dport 15008 -m owner --uid-owner 1337 -j ISTIO_IN_REDIRECT
 -A ISTIO_OUTPUT -o lo -m owner ! --uid-owner 1337 -j RETURN
