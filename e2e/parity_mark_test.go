@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 )
 
@@ -135,4 +137,26 @@ func TestProxyMark(t *testing.T) {
 		out, _ := exec.Command("ip", "netns", "exec", b.pod, "iptables-save", "-t", "nat").CombinedOutput()
 		t.Logf("nat:\n%s", out)
 	}
+}
+
+// TestProxyMarkCleanup: every rule --proxy-mark adds (nat, mangle in
+// TPROXY mode, raw with DNS capture) is found and removed by a re-run
+// without it and by --cleanup-only: the namespace ends as it began.
+func TestProxyMarkCleanup(t *testing.T) {
+	requireRoot(t)
+	ns := newPodNS(t)
+	before := nsState(t, ns)
+	run := func(args ...string) {
+		t.Helper()
+		out, err := podCmd(ns, newLockFile(t), initContainer, append([]string{toolBin}, args...)...).CombinedOutput()
+		require.NoError(t, err, "%s\n%s", quote(args), out)
+	}
+	marked := append(append([]string{}, ourBase...), "-m", "TPROXY", "--proxy-mark", "4242", "--redirect-dns", "--dns-servers", "10.66.2.2,fd66:2::2")
+	run(marked...)
+	require.Regexp(t, `mark 0x0*1092\b`, nsState(t, ns), "the mark rules are in the kernel")
+	run(append(append([]string{}, ourBase...), "-m", "TPROXY")...)
+	assert.NotRegexp(t, `0x0*1092\b`, nsState(t, ns), "a re-run without --proxy-mark removes its rules")
+	run(marked...)
+	run("--cleanup-only")
+	assert.Equal(t, before, nsState(t, ns))
 }
