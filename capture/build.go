@@ -16,10 +16,12 @@ import (
 //	   └─ -p tcp ─▶ ISTIO_INBOUND ── tunnel port, -d ports: RETURN
 //	                   └─ (-b '*' or each -b port) ─▶ ISTIO_IN_REDIRECT ─▶ REDIRECT -z port
 //	nat OUTPUT ─ -c ifaces: RETURN
-//	   └──────▶ ISTIO_OUTPUT ── -o ports: RETURN
+//	   └──────▶ ISTIO_OUTPUT ── TPROXY mode: TPROXY mark -t: RETURN (original_src; ours)
+//	                 ├─ -o ports: RETURN
 //	                 ├─ lo from 127.0.0.6: RETURN (proxy passthrough)
-//	                 ├─ per UID, then GID: proxy to own pod IP over lo ─▶ ISTIO_IN_REDIRECT
-//	                 │                     app over lo: RETURN; proxy: RETURN
+//	                 ├─ --proxy-mark (ours), then per UID, then GID:
+//	                 │     proxy to own pod IP over lo ─▶ ISTIO_IN_REDIRECT
+//	                 │     app over lo: RETURN (not with a loopback CIDR in -i); proxy: RETURN
 //	                 ├─ to 127.0.0.1: RETURN; -x CIDRs: RETURN
 //	                 └─ -q ports, -i ('*' or CIDRs) ─▶ ISTIO_REDIRECT ─▶ REDIRECT -p port
 //
@@ -29,7 +31,7 @@ import (
 //	   │                      ├─ established ─▶ ISTIO_DIVERT ─▶ MARK -t, ACCEPT
 //	   │                      └─ new ─▶ ISTIO_TPROXY ─▶ TPROXY -z port, mark -t
 //	   └─ marked -t: CONNMARK --save-mark
-//	OUTPUT ─ marked on lo: RETURN; proxy to pod IP over lo: MARK -t+1;
+//	OUTPUT ─ marked on lo: RETURN; proxy (owner or --proxy-mark) to pod IP over lo: MARK -t+1;
 //	         connmark -t: CONNMARK --restore-mark
 //	plus `ip rule fwmark -t lookup -r` and `local default dev lo table -r`.
 //
@@ -42,6 +44,9 @@ import (
 //	raw OUTPUT ─▶ ISTIO_OUTPUT_DNS ─ proxy's :53 queries: CT zone 1; its 15053 answers: zone 2
 //	                               └ app's queries (to the servers): zone 2
 //	raw PREROUTING ─▶ ISTIO_INBOUND ─ answers from :53 (of the servers): CT zone 1
+//	                                └ -k ifaces' queries (to the servers): CT zone 2
+//	nat PREROUTING ─ -k ifaces (on top) ─▶ ISTIO_OUTPUT_DNS (DNS of a VM; ours)
+//	127.0.0.1/32 above stands for ISTIO_OUTBOUND_IPV4_LOOPBACK_CIDR in IPv4.
 
 // Chains.
 const (
