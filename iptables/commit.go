@@ -39,7 +39,12 @@ func (e *executor) commit(stop, hard context.Context, tx Transaction, st State) 
 			done = append(done, s) // a failed restore may have committed some of its tables
 		}
 		if len(failed) > 0 {
-			return e.rollback(hard, done, st, errors.Join(failed...))
+			// The rollback gets a budget of its own: the failure may be
+			// the deadline itself (a hung binary), and a rollback cut
+			// short at once would leave the partial state unexplained.
+			rb, cancel := context.WithTimeout(context.WithoutCancel(hard), rollbackBudget)
+			defer cancel()
+			return e.rollback(rb, done, st, errors.Join(failed...))
 		}
 		i = j
 	}
@@ -64,6 +69,9 @@ func (e *executor) commit(stop, hard context.Context, tx Transaction, st State) 
 	}
 	return nil
 }
+
+// rollbackBudget bounds a rollback, which runs past the run's deadline.
+const rollbackBudget = 5 * time.Second
 
 // runPhase runs one phase's steps: the restores concurrently, the
 // netlink steps in order on this thread.

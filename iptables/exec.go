@@ -124,8 +124,14 @@ func (e *RestoreError) Error() string {
 		msg = strings.TrimSpace(msg[:i])
 	}
 	msg = strings.Join(strings.Fields(msg), " ")
+	if msg == "" && e.Exec.Err != nil {
+		msg = e.Exec.Err.Error() // killed at the deadline, say so
+	}
 	if e.Line > 0 {
 		return fmt.Sprintf("restore %s rules: %s refused line %d %q: %s", e.Family, e.Exec.Argv[0], e.Line, e.Text, msg)
+	}
+	if e.Exec.ExitCode < 0 {
+		return fmt.Sprintf("restore %s rules: %s: %s", e.Family, e.Exec.Argv[0], msg)
 	}
 	return fmt.Sprintf("restore %s rules: %s: exit status %d: %s", e.Family, e.Exec.Argv[0], e.Exec.ExitCode, msg)
 }
