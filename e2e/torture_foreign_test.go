@@ -131,6 +131,10 @@ type foreignCase struct {
 	mayRefuse string
 	// mustFail: the run must fail with a message naming this.
 	mustFail string
+	// earlierMayRefuse: an earlier run may fail when its message names
+	// this (the native backend refusing a foreign table with its name);
+	// the last run is then judged on what is there.
+	earlierMayRefuse string
 }
 
 var foreignCases = []foreignCase{
@@ -141,7 +145,7 @@ var foreignCases = []foreignCase{
 	{name: "REDIRECT -> TPROXY", earlier: [][]string{ttRedirect}, args: ttTproxy},
 	{name: "native TPROXY apply", args: cfgNativeTproxy.args, mayRefuse: "istio-iptables"},
 	{name: "cleanup after TPROXY", earlier: [][]string{ttTproxy}, args: ttClean, clean: true},
-	{name: "cleanup after native TPROXY", earlier: [][]string{cfgNativeTproxy.args}, args: ttClean, clean: true},
+	{name: "cleanup after native TPROXY", earlier: [][]string{cfgNativeTproxy.args}, args: ttClean, clean: true, earlierMayRefuse: "istio-iptables"},
 	{name: "TPROXY apply over a foreign jump into ISTIO_OUTPUT", earlier: [][]string{ttRedirect}, jump: true, args: ttTproxy, mayRefuse: "TT_FOREIGN"},
 	{name: "cleanup with a foreign jump into ISTIO_OUTPUT", earlier: [][]string{ttRedirect}, jump: true, args: ttClean, mustFail: "TT_FOREIGN"},
 }
@@ -153,7 +157,8 @@ func (tt *torture) foreignTrial(t *testing.T, b *bed, c foreignCase, foreignOnly
 		return "setup", err.Error()
 	}
 	for _, args := range c.earlier {
-		if res := tt.run(b.podPath(), b.lockFile, ttRun{args: args}); res.code != 0 {
+		res := tt.run(b.podPath(), b.lockFile, ttRun{args: args})
+		if res.code != 0 && (c.earlierMayRefuse == "" || !strings.Contains(res.stderr, c.earlierMayRefuse)) {
 			return "setup", fmt.Sprintf("earlier run %s: %s", quote(args), res)
 		}
 	}

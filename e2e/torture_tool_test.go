@@ -286,7 +286,7 @@ func normalizeState(raw string) string {
 				block := table.String()
 				table.Reset()
 				if !ttMarker.MatchString(block) && !ttXtables.MatchString(block) {
-					tables = append(tables, block)
+					tables = append(tables, sortNftChains(block))
 				}
 			}
 			continue
@@ -315,6 +315,33 @@ func normalizeState(raw string) string {
 		flushTables()
 	}
 	return sb.String()
+}
+
+// sortNftChains sorts the chains (and sets) of one nft table block:
+// nft lists them in creation order, which a re-run may change without
+// changing what any chain holds. The rules inside a chain keep their order.
+func sortNftChains(block string) string {
+	lines := strings.Split(strings.TrimSuffix(block, "\n"), "\n")
+	if len(lines) < 2 {
+		return block
+	}
+	var parts []string
+	var cur strings.Builder
+	for _, l := range lines[1 : len(lines)-1] {
+		if strings.TrimSpace(l) == "" {
+			continue
+		}
+		cur.WriteString(l + "\n")
+		if l == "\t}" {
+			parts = append(parts, cur.String())
+			cur.Reset()
+		}
+	}
+	if cur.Len() > 0 {
+		parts = append(parts, cur.String())
+	}
+	sort.Strings(parts)
+	return lines[0] + "\n" + strings.Join(parts, "") + lines[len(lines)-1] + "\n"
 }
 
 // scrubScript returns a namespace to nobody's configuration without the
