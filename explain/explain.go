@@ -61,6 +61,9 @@ type Packet struct {
 	// Local lists the pod's own addresses: an outbound connection to one
 	// of them (or to 127.0.0.0/8 or ::1) leaves by lo and comes back in.
 	Local []netip.Addr
+	// Mark is the outbound socket's SO_MARK (0: none), as a proxy told
+	// apart by --proxy-mark sets it.
+	Mark uint32
 }
 
 // Family returns the packet's IP family.
@@ -150,6 +153,7 @@ func Explain(rules *Rules, p Packet) Result {
 		return s.inbound()
 	}
 	s.hasOwner = true
+	s.mark = p.Mark
 	s.out = iface
 	if p.local(p.Dst.Addr()) {
 		s.out = "lo"
@@ -210,7 +214,7 @@ func (s *state) outbound() Result {
 			s.p.Dst = netip.AddrPortFrom(redirectLoopback[s.rules.Family], uint16(o.port))
 			s.out = "lo"
 		}
-		if h.table == plan.TableMangle && h.chain == "OUTPUT" && s.mark != 0 && s.out != "lo" {
+		if h.table == plan.TableMangle && h.chain == "OUTPUT" && s.mark != s.p.Mark && s.out != "lo" {
 			return s.result(outcome{kind: Unknown, reason: fmt.Sprintf("mangle OUTPUT set mark %#x: the packet is routed again by policy rules, which explain does not read", s.mark)})
 		}
 	}

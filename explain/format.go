@@ -30,6 +30,9 @@ func (p Packet) String() string {
 	if p.Iface != "" {
 		parts = append(parts, "iface="+p.Iface)
 	}
+	if p.Mark != 0 {
+		parts = append(parts, fmt.Sprintf("mark=%#x", p.Mark))
+	}
 	return strings.Join(parts, " ")
 }
 

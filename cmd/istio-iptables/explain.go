@@ -18,7 +18,7 @@ import (
 // explainOptions are the flags explain adds to those of an apply.
 type explainOptions struct {
 	direction, dst, src, proto, uid, gid, iface, output string
-	local, fromNetns, fromSave                          string
+	local, fromNetns, fromSave, mark                    string
 }
 
 // runExplain is `istio-iptables explain [capture flags] --direction ...
@@ -38,6 +38,7 @@ func runExplain(args []string, getenv func(string) (string, bool), stdout, stder
 	fs.StringVar(&e.gid, "gid", "", "outbound: GID (or group name) of the connecting process; default: the --uid value")
 	fs.StringVar(&e.iface, "iface", "", "inbound: the interface it arrives on; outbound: the interface it leaves by when the destination is not local (default eth0)")
 	fs.StringVar(&e.output, "output", "text", "text or json")
+	fs.StringVar(&e.mark, "mark", "", "outbound: the socket's SO_MARK (as a proxy told apart by --proxy-mark sets it); decimal or 0x hex")
 	fs.StringVar(&e.local, "local", "", "comma list of the pod's own IPs (outbound to them goes over lo)")
 	fs.StringVar(&e.fromNetns, "from-netns", "", "explain against the rules and addresses really in this network namespace (read with *-save)")
 	fs.StringVar(&e.fromSave, "from-save", "", "explain against this iptables-save (or ip6tables-save) output")
@@ -238,6 +239,17 @@ func (e explainOptions) packet() (explain.Packet, []string) {
 	if p.Direction == explain.Inbound && (e.uid != "" || e.gid != "") {
 		errs = append(errs, "--uid and --gid are for outbound connections: inbound packets have no owner")
 	}
+	if e.mark != "" {
+		n, err := strconv.ParseUint(strings.TrimSpace(e.mark), 0, 32)
+		switch {
+		case err != nil:
+			errs = append(errs, fmt.Sprintf("--mark: %q is not a mark in 0-0xffffffff", e.mark))
+		case p.Direction == explain.Inbound:
+			errs = append(errs, "--mark is for outbound connections: it is the connecting socket's SO_MARK")
+		default:
+			p.Mark = uint32(n)
+		}
+	}
 	switch {
 	case e.iface == "lo" && p.Direction == explain.Outbound:
 		// The connection leaves over lo: the pod talking to itself, so its
@@ -288,6 +300,7 @@ rules that decided it. The capture flags are those of an apply (see
   --iface       the interface it arrives on (inbound) or leaves by (outbound); default eth0;
                 outbound lo: the pod talking to itself (the destination is taken as local)
   --local       comma list of the pod's own IPs: outbound to them goes over lo
+  --mark        outbound: the socket's SO_MARK (decimal or 0x hex), for --proxy-mark
   --output      text (default) or json
   --from-netns  PATH: the rules (*-save) and addresses of that network namespace
   --from-save   FILE: iptables-save or ip6tables-save output, of the destination's family

@@ -261,3 +261,33 @@ func TestExplainIfaceLo(t *testing.T) {
 	assert.Equal(t, exitUsage, r.code)
 	assert.Contains(t, r.stderr, "ask it as --direction outbound --iface lo")
 }
+
+// TestExplainMark: explain --mark is the socket mark of --proxy-mark: the
+// marked proxy goes direct, the same UID unmarked is captured.
+func TestExplainMark(t *testing.T) {
+	args := func(more ...string) []string {
+		return append([]string{"explain", "-p", "15001", "-z", "15006", "-u", "", "--proxy-mark", "4242", "-i", "*", "-b", "*",
+			"--ipv6=false", "--direction", "outbound", "--dst", "10.0.0.5:8080", "--uid", "1000", "--output", "json"}, more...)
+	}
+	for _, tc := range []struct {
+		name, verdict string
+		more          []string
+	}{
+		{"unmarked", "redirect", nil},
+		{"marked", "direct", []string{"--mark", "0x1092"}},
+		{"another mark", "redirect", []string{"--mark", "7"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := runCLI(t, nil, args(tc.more...)...)
+			require.Equal(t, exitOK, r.code, r.stderr)
+			var got struct {
+				Verdict string `json:"verdict"`
+			}
+			require.NoError(t, json.Unmarshal([]byte(r.stdout), &got), r.stdout)
+			assert.Equal(t, tc.verdict, got.Verdict, r.stdout)
+		})
+	}
+	r := runCLI(t, nil, "explain", "-i", "*", "-b", "*", "--ipv6=false", "--direction", "inbound", "--dst", "10.1.1.5:80", "--mark", "1")
+	assert.Equal(t, exitUsage, r.code)
+	assert.Contains(t, r.stderr, "--mark is for outbound connections")
+}
