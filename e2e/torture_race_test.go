@@ -24,11 +24,15 @@ func tortureRaces(t *testing.T, tt *torture) {
 		from  ttConfig
 		a, b  []string
 		allow []ttConfig
+		bCNI  bool // B runs as a CNI plugin would (root, --netns, from the host)
 	}{
-		{"same flags", cfgClean, ttRedirect, ttRedirect, []ttConfig{cfgRedirect}},
-		{"different flags", cfgClean, ttRedirect, ttTproxy, []ttConfig{cfgRedirect, cfgTproxy}},
-		{"apply vs cleanup", cfgTproxy, ttRedirect, ttClean, []ttConfig{cfgRedirect, cfgClean}},
-		{"iptables vs native", cfgClean, ttRedirect, cfgNativeRedirect.args, []ttConfig{cfgRedirect, cfgNativeRedirect}},
+		{"same flags", cfgClean, ttRedirect, ttRedirect, []ttConfig{cfgRedirect}, false},
+		{"different flags", cfgClean, ttRedirect, ttTproxy, []ttConfig{cfgRedirect, cfgTproxy}, false},
+		{"apply vs cleanup", cfgTproxy, ttRedirect, ttClean, []ttConfig{cfgRedirect, cfgClean}, false},
+		{"iptables vs native", cfgClean, ttRedirect, cfgNativeRedirect.args, []ttConfig{cfgRedirect, cfgNativeRedirect}, false},
+		// The lock must live in the namespace: the init container and a
+		// CNI plugin on the host see the same one.
+		{"init container vs CNI plugin (--netns)", cfgClean, ttRedirect, ttTproxy, []ttConfig{cfgRedirect, cfgTproxy}, true},
 	} {
 		t.Run(pair.name, func(t *testing.T) {
 			row := tt.report.row("c", pair.name+" (from "+pair.from.name+")")
@@ -55,7 +59,7 @@ func tortureRaces(t *testing.T, tt *torture) {
 				go func() {
 					defer wg.Done()
 					time.Sleep(delayB)
-					resB = tt.run(b.podPath(), b.lockFile, ttRun{args: pair.b})
+					resB = tt.run(b.podPath(), b.lockFile, ttRun{args: pair.b, cni: pair.bCNI})
 				}()
 				wg.Wait()
 				outcome, why := tt.judgeRace(t, b, resA, resB, pair.from, pair.allow)

@@ -66,7 +66,10 @@ type ttRun struct {
 	lock  string   // XTABLES_LOCKFILE; "" the bed's
 	env   []string // more variables, e.g. XTABLES_LIBDIR
 	sig   syscall.Signal
-	group bool          // send sig to the whole process group
+	group bool // send sig to the whole process group
+	// cni: run as a CNI plugin does instead, from this namespace as root
+	// with --netns.
+	cni   bool
 	after time.Duration // when to send sig
 	bound time.Duration // the suite kills the group after this; 0: 20s
 }
@@ -114,12 +117,16 @@ func lastLines(s string, n int) string {
 }
 
 // run starts the tool inside netns path (nsenter --net, then setpriv to
-// the init container's capabilities), in its own process group, sends
+// the init container's capabilities; or, with r.cni, from here with
+// --netns), in its own process group, sends
 // r.sig at r.after, and kills the group at r.bound.
 func (tt *torture) run(nsPath, lockFile string, r ttRun) ttResult {
 	argv := append([]string{"--net=" + nsPath, ttSetpriv}, ttCaps...)
 	argv = append(append(argv, "--", tt.bin), r.args...)
 	cmd := exec.Command(ttNsenter, argv...)
+	if r.cni {
+		cmd = exec.Command(tt.bin, append([]string{"--netns", nsPath}, r.args...)...)
+	}
 	path := r.path
 	if path == "" {
 		path = ttSystemPath
