@@ -217,6 +217,13 @@ func goldenCases() []goldenCase {
 		{"loopback_cidr_include", with(func(c *capture.Config) {
 			c.OutboundIPRangesInclude, c.IPv6 = "127.1.2.3/32,10.0.0.0/8,::1/128", "true"
 		})},
+		// Istio's loopback-outbound-iprange golden, same flags:
+		// istio-iptables -p 15001 -z 15006 -u 3,4 -g 1,2 -m REDIRECT -i 127.1.2.3/32 -x "" -b "" -d "" --redirect-dns --dns-servers 127.0.0.53 --ipv6=false
+		{"loopback_outbound_iprange", with(func(c *capture.Config) {
+			c.ProxyUID, c.ProxyGID, c.OutboundIPRangesInclude = "3,4", "1,2", "127.1.2.3/32"
+			c.InboundPortsInclude, c.InboundPortsExclude = "", ""
+			c.RedirectDNS, c.DNSServers = "true", "127.0.0.53"
+		})},
 		// istio-iptables -p 15001 -z 15006 -u 1337 -m TPROXY -i '*' -x "" -b '*' -d 15090,15021,15020 --istio-outbound-ipv4-loopback-cidr 127.0.0.0/8 --ipv6=false
 		{"ipv4_loopback_cidr_tproxy", with(func(c *capture.Config) {
 			c.InboundInterceptionMode, c.HostIPv4LoopbackCIDR = "TPROXY", "127.0.0.0/8"

@@ -547,6 +547,7 @@ var goldenCommandLines = map[string]string{
 	"all_issue8_options_tproxy_ipv6": `-p 15001 -z 15006 -u 1,2 -g 3 -m TPROXY -i '*' -x "" -b '*' -d 15090,15021,15020 -o 25 --redirect-dns --capture-all-dns --drop-invalid --istio-outbound-owner-groups-exclude 888 --ipv6=true`,
 
 	"loopback_cidr_include":     `-p 15001 -z 15006 -u 1337 -m REDIRECT -i 127.1.2.3/32,10.0.0.0/8,::1/128 -x "" -b '*' -d 15090,15021,15020 --ipv6=true`,
+	"loopback_outbound_iprange": `-p 15001 -z 15006 -u 3,4 -g 1,2 -m REDIRECT -i 127.1.2.3/32 -x "" -b "" -d "" --redirect-dns --dns-servers 127.0.0.53 --ipv6=false`,
 	"ipv4_loopback_cidr_tproxy": `-p 15001 -z 15006 -u 1337 -m TPROXY -i '*' -x "" -b '*' -d 15090,15021,15020 --istio-outbound-ipv4-loopback-cidr 127.0.0.0/8 --ipv6=false`,
 	"proxy_mark_only":           `-p 15001 -z 15006 -u '' -m REDIRECT -i '*' -x "" -b '*' -d 15090,15021,15020 --proxy-mark 4242 --ipv6=true`,
 	"proxy_mark_tproxy_dns":     `-p 15001 -z 15006 -u 1337 -m TPROXY -i '*' -x "" -b '*' -d 15090,15021,15020 --proxy-mark 0x1092 --redirect-dns --dns-servers 10.96.0.10 --ipv6=false`,
