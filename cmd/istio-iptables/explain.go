@@ -50,7 +50,7 @@ func runExplain(args []string, getenv func(string) (string, bool), stdout, stder
 		return exitUsage
 	}
 	if err := fs.Parse(args); err != nil {
-		return usageErr(err.Error())
+		return usageErr(flagError(err, fs))
 	}
 	if o.help {
 		explainUsage(stdout)

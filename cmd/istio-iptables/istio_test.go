@@ -291,3 +291,11 @@ func TestExplainMark(t *testing.T) {
 	assert.Equal(t, exitUsage, r.code)
 	assert.Contains(t, r.stderr, "--mark is for outbound connections")
 }
+
+// TestExplainUnknownFlag: explain's unknown flags get the nearest one
+// suggested too.
+func TestExplainUnknownFlag(t *testing.T) {
+	r := runCLI(t, nil, "explain", "--direction", "outbound", "--dst", "10.0.0.5:80", "--from-net", "/x")
+	assert.Equal(t, exitUsage, r.code)
+	assert.Contains(t, r.stderr, "unknown flag: --from-net (did you mean --from-netns?)")
+}
