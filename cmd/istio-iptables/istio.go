@@ -266,7 +266,11 @@ func editDistance(a, b string) int {
 // in the current directory are what the shell makes of an unquoted '*'
 // (`-i *`), so the message says to quote it.
 func positionalError(rest []string, exists func(string) bool) string {
-	msg := fmt.Sprintf("unexpected argument %q (the only positional argument is 'clean')", strings.Join(rest, " "))
+	shown := strings.Join(rest, " ")
+	if len(rest) > 3 {
+		shown = fmt.Sprintf("%s ... (%d more)", strings.Join(rest[:3], " "), len(rest)-3)
+	}
+	msg := fmt.Sprintf("unexpected argument %q (the only positional argument is 'clean')", shown)
 	if slices.ContainsFunc(rest, exists) {
 		msg += "; these look like file names: the shell expands an unquoted * into the files of the current directory, so quote it: -i '*', -b '*'"
 	}

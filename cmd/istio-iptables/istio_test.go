@@ -179,6 +179,12 @@ func TestUsageMessages(t *testing.T) {
 			assert.Contains(t, r.stderr, tc.want)
 		})
 	}
+	t.Run("a long expansion is cut", func(t *testing.T) {
+		msg := positionalError([]string{"a", "b", "c", "d", "e"}, func(string) bool { return true })
+		assert.Contains(t, msg, `unexpected argument "a b c ... (2 more)"`)
+		assert.Contains(t, msg, "quote it")
+		assert.NotContains(t, positionalError([]string{"x", "y"}, func(string) bool { return false }), "quote it")
+	})
 	t.Run("no suggestion when nothing is near", func(t *testing.T) {
 		r := runCLI(t, nil, "--frobnicate")
 		assert.Equal(t, exitUsage, r.code)
