@@ -1,6 +1,15 @@
 //go:build !linux
 
+// Command istio-iptables-bench needs Linux: network namespaces, netfilter
+// and the iptables binaries.
 package main
 
-// runNative needs the native backend, which exists only on Linux.
-func (b *bench) runNative(redirect, tproxy, classic []string) {}
+import (
+	"fmt"
+	"os"
+)
+
+func main() {
+	fmt.Fprintln(os.Stderr, "istio-iptables-bench: needs Linux (network namespaces and netfilter)")
+	os.Exit(2)
+}
