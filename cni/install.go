@@ -67,6 +67,10 @@ type InstallOptions struct {
 	// Kubeconfig, when not nil, is written to ConfDir/KubeconfigName (mode
 	// 0600) and named in the entry's kubernetes.kubeconfig.
 	Kubeconfig []byte
+	// HostConfDir is ConfDir as the runtime on the node sees it, for the
+	// kubeconfig's path in the entry (a DaemonSet mounts the node's
+	// /etc/cni/net.d elsewhere); "" is ConfDir.
+	HostConfDir string
 }
 
 // InstallResult names what Install wrote.
@@ -150,7 +154,11 @@ func ourEntry(o InstallOptions) ([]byte, error) {
 				return nil, fmt.Errorf("our entry's kubernetes is not an object: %w", err)
 			}
 		}
-		k8s["kubeconfig"], _ = json.Marshal(filepath.Join(o.ConfDir, KubeconfigName))
+		dir := o.HostConfDir
+		if dir == "" {
+			dir = o.ConfDir
+		}
+		k8s["kubeconfig"], _ = json.Marshal(filepath.Join(dir, KubeconfigName))
 		entry["kubernetes"], _ = json.Marshal(k8s)
 	}
 	// "type" first, the other keys in order.

@@ -34,6 +34,7 @@ const DefaultEntry = `{
 
 type installFlags struct {
 	binDir, confDir, binary, entryFile string
+	hostConfDir                        string
 	serviceAccount, kubeconfig         string
 	wait                               bool
 	refresh                            time.Duration
@@ -49,6 +50,7 @@ func installFlagSet(name string, f *installFlags, stderr io.Writer) *pflag.FlagS
 		fs.StringVar(&f.entryFile, "plugin-config", "", "a file holding our conflist entry, a JSON object (default: Istio's sidecar capture, kube-system excluded)")
 		fs.StringVar(&f.serviceAccount, "kubeconfig-from-serviceaccount", "", "a service account directory (/var/run/secrets/kubernetes.io/serviceaccount): write a kubeconfig from its token for the pod lookup, next to the conflist")
 		fs.StringVar(&f.kubeconfig, "kubeconfig", "", "a kubeconfig file to copy next to the conflist for the pod lookup")
+		fs.StringVar(&f.hostConfDir, "host-cni-conf-dir", "", "--cni-conf-dir as the node sees it, for the kubeconfig's path in the entry (default: --cni-conf-dir)")
 		fs.BoolVar(&f.wait, "wait", false, "stay running (a DaemonSet): wait for the node's conflist, install, then rewrite the kubeconfig when the token changes; exit on SIGTERM, leaving the entry in place")
 		fs.DurationVar(&f.refresh, "refresh", time.Minute, "with --wait: how often the token is read again")
 	}
@@ -100,7 +102,7 @@ func runInstall(args []string, stdout, stderr io.Writer) int {
 		if err != nil {
 			return cni.InstallResult{}, err
 		}
-		return cni.Install(cni.InstallOptions{BinDir: f.binDir, ConfDir: f.confDir, Binary: f.binary, Entry: entry, Kubeconfig: kc})
+		return cni.Install(cni.InstallOptions{BinDir: f.binDir, ConfDir: f.confDir, Binary: f.binary, Entry: entry, Kubeconfig: kc, HostConfDir: f.hostConfDir})
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
