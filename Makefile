@@ -79,7 +79,7 @@ lint:
 BENCH_RUNS  ?= 30
 BENCH_FLAGS ?=
 bench: build
-	$(GO) run ./cmd/istio-iptables-bench -bin $(BIN) -runs $(BENCH_RUNS) $(BENCH_FLAGS)
+	@$(GO) run ./cmd/istio-iptables-bench -bin $(BIN) -runs $(BENCH_RUNS) $(BENCH_FLAGS)
 
 # image: the FROM-scratch image with a container tool and a registry
 # (Dockerfile; docker buildx --platform linux/amd64,linux/arm64 makes both).
