@@ -83,7 +83,9 @@ func check(t *testing.T, name string, f func(t *testing.T)) bool {
 // destination, the proxy's own goes direct, the proxy sees the client's
 // address, a re-run of the init container on the programmed namespace
 // changes nothing, and after kube play --replace (a new namespace) all of it
-// holds again. The machine's own namespace must be unchanged.
+// holds again. In between, the init container without NET_ADMIN fails with
+// the hint and changes nothing, and its --cleanup-only removes every rule.
+// The machine's own namespace must be unchanged.
 func TestExamples(t *testing.T) {
 	if !enabled() {
 		t.Skip("container-runtime test: run make e2e-runtime (root; E2E_RUNTIME=1 with the images it builds)")
@@ -134,11 +136,24 @@ func playExample(t *testing.T, pm *podman, file string) {
 
 	check(t, "a re-run of the init container on the programmed namespace writes nothing", func(t *testing.T) {
 		before := saveRules(t, first)
-		out, err := pm.try(ex.rerunArgs()...)
+		out, err := pm.try(ex.rerunArgs(nil, ex.init.Args)...)
 		require.NoError(t, err, "%s", out)
 		assert.Contains(t, out, "already in place")
 		assert.NotContains(t, out, "rules written")
 		assert.Equal(t, before, saveRules(t, first))
+	})
+	check(t, "the init container without NET_ADMIN fails, names it, and changes nothing", func(t *testing.T) {
+		before := saveRules(t, first)
+		other := append(slices.Clone(ex.init.Args), "-p", "15101") // another outbound port: this run must write
+		out, err := pm.try(ex.rerunArgs([]string{"NET_RAW"}, other)...)
+		require.Error(t, err, "%s", out)
+		assert.Contains(t, out, "istio-iptables needs CAP_NET_ADMIN in the pod's network namespace")
+		assert.Equal(t, before, saveRules(t, first))
+	})
+	check(t, "the init container's --cleanup-only removes every rule", func(t *testing.T) {
+		out, err := pm.try(ex.rerunArgs(nil, []string{"--cleanup-only"})...)
+		require.NoError(t, err, "%s", out)
+		assert.NotContains(t, saveRules(t, first), "ISTIO")
 	})
 
 	var second podState
@@ -339,15 +354,19 @@ func (ex *example) container(name string) string { return ex.pod + "-" + name }
 func (ex *example) proxyConfig() string { return strings.ToLower(ex.mode) + ".cfg" }
 
 // rerunArgs is podman run for the init container again, in the running
-// pod, with the manifest's securityContext, volumes (as tmpfs: emptyDir),
-// environment and args: the restarted-init case.
-func (ex *example) rerunArgs() []string {
+// pod, with the manifest's securityContext (capabilities add instead of
+// its own, when given), volumes (as tmpfs: emptyDir) and environment, and
+// toolArgs: the restarted-init case.
+func (ex *example) rerunArgs(add, toolArgs []string) []string {
 	c := ex.init
 	args := []string{"run", "--rm", "--pod", ex.pod}
 	for _, d := range c.SecurityContext.Capabilities.Drop {
 		args = append(args, "--cap-drop", strings.ToLower(d))
 	}
-	for _, a := range c.SecurityContext.Capabilities.Add {
+	if add == nil {
+		add = c.SecurityContext.Capabilities.Add
+	}
+	for _, a := range add {
 		args = append(args, "--cap-add", strings.ToLower(a))
 	}
 	if u := c.SecurityContext.RunAsUser; u != nil {
@@ -362,7 +381,7 @@ func (ex *example) rerunArgs() []string {
 	for _, e := range c.Env {
 		args = append(args, "--env", e.Name+"="+e.Value)
 	}
-	return append(append(args, toolImage), c.Args...)
+	return append(append(args, toolImage), toolArgs...)
 }
 
 // podman runs podman in the test's namespace with a private store and
