@@ -27,6 +27,8 @@ type ttFault struct {
 	// ownBed: each trial gets a new bed (the legacy flavour leaves tables
 	// a scrub does not remove).
 	ownBed bool
+	// tamper is a script run in the pod's namespace before the run.
+	tamper string
 	// names: when the run fails, its message must contain this. (Exit 0
 	// is allowed when the new state is whole: the native backend may
 	// remove iptables-nft rules over netlink.)
@@ -144,7 +146,27 @@ var faults = []ttFault{
 		},
 		names: "iptables",
 	},
+	// Never certify what was not verified: someone else deletes one of
+	// our rules; a re-run with the same flags must put it back, whatever
+	// a no-op marker says.
+	{
+		name:    "a rule deleted by hand, same flags again",
+		tr:      ttTransition{"REDIRECT->REDIRECT", cfgRedirect, cfgRedirect},
+		prepare: ttNoFault,
+		tamper:  "iptables-nft -t nat -D ISTIO_IN_REDIRECT -p tcp -j REDIRECT --to-ports 15006",
+	},
+	{
+		// Legacy tables are no nftables: their changes move no nftables generation.
+		name:    "a legacy rule deleted by hand, same flags again",
+		tr:      ttTransition{"legacy REDIRECT->legacy REDIRECT", cfgLegacyRedirect, cfgLegacyRedirect},
+		prepare: ttNoFault,
+		tamper:  "iptables-legacy -w -t nat -D ISTIO_IN_REDIRECT -p tcp -j REDIRECT --to-ports 15006",
+		ownBed:  true,
+	},
 }
+
+// ttNoFault leaves the run as it is (the fault is a tamper).
+func ttNoFault(*testing.T, string) ttRun { return ttRun{} }
 
 // libdirWithout makes an XTABLES_LIBDIR in dir with every extension of the
 // system's but the one named.
@@ -201,6 +223,12 @@ func tortureFaults(t *testing.T, tt *torture) {
 				if err := tt.setState(t, b, f.tr.old); err != nil {
 					row.trial(false, "setup", err.Error())
 					continue
+				}
+				if f.tamper != "" {
+					if out, err := ttSh(b.podPath(), f.tamper); err != nil {
+						row.trial(false, "setup", fmt.Sprintf("tamper: %v: %s", err, out))
+						continue
+					}
 				}
 				r := f.prepare(t, t.TempDir())
 				r.args = f.tr.runArgs()
@@ -278,7 +306,8 @@ func tortureLimits(t *testing.T, tt *torture, b *bed) {
 		{"native, -u of 4,000 UIDs, over TPROXY", cfgTproxy,
 			withFlag(cfgNativeTproxy.args, "-u", "1337,"+numbers(3999, func(i int) string { return strconv.Itoa(2000 + i) }))},
 		{"native, -b of 16,384 ports", cfgClean,
-			withFlag(cfgNativeRedirect.args, "-b", numbers(16384, func(i int) string { return strconv.Itoa(20000 + i) }))},
+			// Port 80 first, so the probes' inbound connections are captured.
+			withFlag(cfgNativeRedirect.args, "-b", "80,"+numbers(16383, func(i int) string { return strconv.Itoa(20000 + i) }))},
 		{"native, -x of 3,276 CIDRs", cfgClean,
 			withFlag(cfgNativeRedirect.args, "-x", numbers(3276, func(i int) string { return fmt.Sprintf("10.100.%d.%d/32", i/256, i%256) }))},
 	} {
