@@ -20,7 +20,7 @@ import (
 )
 
 // entry is our plugin's entry with Istio's sidecar capture.
-const entry = `{"type":"istio-iptables-cni","capture":{"envoy-port":"15001","inbound-capture-port":"15006","istio-service-cidr":"*","istio-inbound-ports":"*","istio-local-exclude-ports":"15090,15021,15020"},"excludeNamespaces":["kube-system"]}`
+const entry = `{"type":"istio-iptables-cni","capture":{"envoy-port":"15001","inbound-capture-port":"15006","istio-service-cidr":"*","istio-inbound-ports":"*","istio-local-exclude-ports":"15090,15021,15020"},"excludeNamespaces":["kube-system"],"logLevel":"warn"}`
 
 // cniConfig is libcni over the plugin's directory and Debian's plugins,
 // with a private result cache.
