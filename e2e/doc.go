@@ -47,10 +47,13 @@
 // same landings are expected, and a cleanup must also leave `nft list
 // ruleset` as it was.
 //
-// Two more tests are opt-in. E2E_MUTATE=1 runs TestMutations, which removes
+// More tests are opt-in. E2E_MUTATE=1 runs TestMutations, which removes
 // one rule at a time from the binary's own --dry-run plan and checks that the
 // matrix notices (a few minutes); the rules no connection can observe are
-// listed there with the reason.
+// listed there with the reason. E2E_TORTURE=1 runs TestTorture, issue 14's
+// torture suite (torture_*_test.go, docs/torture.md, make torture: about
+// 5 minutes): swaps under a connection flood, signals, concurrent runs,
+// lying binaries and foreign state.
 //
 // Issue 16 (parity_*_test.go): TestTPROXYOriginalSource (Envoy's
 // original_src upstream lands on the app with the client's address, and
