@@ -141,7 +141,7 @@ func dataPathSection(t *tally) (err error) {
 		}
 		cells = append(cells, row)
 	}
-	markdown(os.Stdout, []string{"excluded CIDRs (-x)", "iptables (nft) conn/s", "native conn/s", "native/iptables",
+	markdown(os.Stdout, "r", []string{"excluded CIDRs (-x)", "iptables (nft) conn/s", "native conn/s", "native/iptables",
 		"iptables CPU µs/conn", "native CPU µs/conn"}, cells)
 
 	fmt.Println()
@@ -167,7 +167,7 @@ func dataPathSection(t *tally) (err error) {
 	}
 	targets = append(targets, []string{fmt.Sprintf("native within 10%% from 10 to %s CIDRs", thousands(dataPathSizes[len(dataPathSizes)-1])),
 		worstText, percent(worstCPU), "≥ -10%", t.judge(criterion{name: "native drops", figure: worst, limit: 0.9, min: true})})
-	markdown(os.Stdout, []string{"data-path target", "conn/s", "by CPU µs/conn", "target", "result"}, targets)
+	markdown(os.Stdout, "lrrll", []string{"data-path target", "conn/s", "by CPU µs/conn", "target", "result"}, targets)
 	return nil
 }
 

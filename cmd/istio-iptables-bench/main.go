@@ -46,7 +46,7 @@ var (
 	bin        = flag.String("bin", "bin/istio-iptables", "istio-iptables binary to measure")
 	runs       = flag.Int("runs", 30, "tool/floor pairs per row (medians are printed)")
 	connTime   = flag.Duration("conn-time", 2*time.Second, "data path: time spent connecting per case")
-	connRounds = flag.Int("conn-rounds", 10, "data path: rounds the -conn-time is split into, the cases alternating within each round")
+	connRounds = flag.Int("conn-rounds", 20, "data path: rounds the -conn-time is split into, the cases alternating within each round")
 	clients    = flag.Int("clients", 2*runtime.NumCPU(), "data path: client threads connecting at once")
 	sections   = flag.String("sections", "apply,scale,datapath", "comma list of the tables to measure")
 )

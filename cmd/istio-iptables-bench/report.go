@@ -121,10 +121,12 @@ func (t tally) String() string {
 	return fmt.Sprintf("bench: %d targets met, %d missed", t.met, t.missed)
 }
 
-// markdown writes a pipe table: the first column left-aligned, the others
-// right-aligned, every column padded to its widest cell so that the text
-// reads as a table too. A "|" in a cell is escaped.
-func markdown(w io.Writer, header []string, rows [][]string) {
+// markdown writes a pipe table, column i left-aligned when align[i] is
+// 'l' and right-aligned otherwise (figures), every column padded to its
+// widest cell so that the text reads as a table too. A "|" in a cell is
+// escaped.
+func markdown(w io.Writer, align string, header []string, rows [][]string) {
+	left := func(i int) bool { return i < len(align) && align[i] == 'l' }
 	width := make([]int, len(header))
 	esc := func(s string) string { return strings.ReplaceAll(s, "|", `\|`) }
 	for i, h := range header {
@@ -143,7 +145,7 @@ func markdown(w io.Writer, header []string, rows [][]string) {
 			if i < len(cells) {
 				c = esc(cells[i])
 			}
-			if i == 0 {
+			if left(i) {
 				fmt.Fprintf(&b, " %-*s |", width[i], c)
 			} else {
 				fmt.Fprintf(&b, " %*s |", width[i], c)
@@ -155,7 +157,7 @@ func markdown(w io.Writer, header []string, rows [][]string) {
 	var b strings.Builder
 	b.WriteString("|")
 	for i := range header {
-		if i == 0 {
+		if left(i) {
 			b.WriteString(" " + strings.Repeat("-", width[i]) + " |")
 		} else {
 			b.WriteString(" " + strings.Repeat("-", width[i]-1) + ": |")

@@ -77,12 +77,12 @@ func TestTallyString(t *testing.T) {
 
 func TestMarkdown(t *testing.T) {
 	var b bytes.Buffer
-	markdown(&b, []string{"case", "wall"}, [][]string{{"a|b", "1.25"}, {"longer case", "10.00"}})
+	markdown(&b, "lrl", []string{"case", "wall", "result"}, [][]string{{"a|b", "1.25", "PASS"}, {"longer case", "10.00", "FAIL (ratio)"}})
 	want := "" +
-		"| case        |  wall |\n" +
-		"| ----------- | ----: |\n" +
-		"| a\\|b        |  1.25 |\n" +
-		"| longer case | 10.00 |\n"
+		"| case        |  wall | result       |\n" +
+		"| ----------- | ----: | ------------ |\n" +
+		"| a\\|b        |  1.25 | PASS         |\n" +
+		"| longer case | 10.00 | FAIL (ratio) |\n"
 	assert.Equal(t, want, b.String())
 }
 
