@@ -103,7 +103,11 @@ func (e *executor) runPhase(ctx context.Context, steps []Step) []error {
 			}
 		}
 		if errs[i] == nil {
-			e.log.Info("written", "step", s.summary())
+			msg := "written"
+			if s.Kind == StepNative {
+				msg = "rules written" // as a restore's, so logs read the same on every backend
+			}
+			e.log.Info(msg, "step", s.summary())
 		}
 	}
 	for i, wait := range waits {
