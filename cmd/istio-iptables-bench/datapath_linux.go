@@ -165,8 +165,12 @@ func dataPathSection(t *tally) (err error) {
 	if worstAt > 0 {
 		worstText = fmt.Sprintf("%s (at %s)", percent(worst), thousands(worstAt))
 	}
+	worstCPUText := "no drop"
+	if worstCPU < 1 {
+		worstCPUText = percent(worstCPU)
+	}
 	targets = append(targets, []string{fmt.Sprintf("native within 10%% from 10 to %s CIDRs", thousands(dataPathSizes[len(dataPathSizes)-1])),
-		worstText, percent(worstCPU), "≥ -10%", t.judge(criterion{name: "native drops", figure: worst, limit: 0.9, min: true})})
+		worstText, worstCPUText, "≥ -10%", t.judge(criterion{name: "native drops", figure: worst, limit: 0.9, min: true})})
 	markdown(os.Stdout, "lrrll", []string{"data-path target", "conn/s", "by CPU µs/conn", "target", "result"}, targets)
 	return nil
 }
