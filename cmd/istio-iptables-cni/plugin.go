@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"strings"
 	"time"
 
 	"github.com/containernetworking/cni/pkg/skel"
@@ -269,7 +270,13 @@ func (p *plugin) check(args *skel.CmdArgs) error {
 			if !d.Capture {
 				what = "the pod is not captured (" + d.Reason + "), but its namespace holds rules of ours"
 			}
-			return types.NewError(ErrCodeDrift, fmt.Sprintf("%s: %s: %v", args.Netns, what, err), "DEL and ADD the pod again (or restart it) to rewrite the rules")
+			msg := fmt.Sprintf("%s: %s: %v", args.Netns, what, err)
+			if tx, derr := ex.Decide(ctx, pl, false); derr == nil {
+				if drift := cni.Drift(tx); len(drift) > 0 {
+					msg += "; drift: " + strings.Join(drift, "; ")
+				}
+			}
+			return types.NewError(ErrCodeDrift, msg, "DEL and ADD the pod again (or restart it) to rewrite the rules")
 		}
 		return types.NewError(types.ErrInternal, "check the capture rules in "+args.Netns+": "+err.Error(), "")
 	}

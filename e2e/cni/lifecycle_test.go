@@ -88,6 +88,7 @@ func TestLifecycle(t *testing.T) {
 			assert.Equal(t, uint(100), terr.Code, "%+v", terr)
 			assert.Contains(t, terr.Msg, "the namespace does not hold the plan")
 			assert.Contains(t, terr.Msg, "restore", "the drift names the step that would repair it")
+			assert.Contains(t, terr.Msg, "drift: ipv4: unexpected -t nat -A ISTIO_OUTPUT -j RETURN", "and the rule")
 			t.Logf("CHECK after the drift: code %d: %s", terr.Code, terr.Msg)
 
 			require.NoError(t, c.DelNetworkList(ctx, list, rt))
@@ -123,6 +124,7 @@ func TestLifecycle(t *testing.T) {
 		err = c.CheckNetworkList(ctx, list, rt)
 		require.Error(t, err)
 		assert.Contains(t, err.Error(), "the pod is not captured")
+		assert.Contains(t, err.Error(), "ipv4: unexpected chain nat/ISTIO_OUTPUT")
 		require.NoError(t, c.DelNetworkList(ctx, list, rt))
 		assert.Equal(t, before, snapshot(t, ns))
 	})
