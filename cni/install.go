@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -122,6 +123,9 @@ func Install(o InstallOptions) (InstallResult, error) {
 		}
 		res.Converted = first
 	}
+	if err := checkListVersion(text); err != nil {
+		return res, fmt.Errorf("%s: %w", first, err)
+	}
 	out, err := InsertEntry(text, entry)
 	if err != nil {
 		return res, fmt.Errorf("%s: %w", first, err)
@@ -136,6 +140,24 @@ func Install(o InstallOptions) (InstallResult, error) {
 	}
 	res.Conflist = target
 	return res, nil
+}
+
+// SpecVersions are the CNI spec versions the plugin speaks.
+var SpecVersions = []string{"0.4.0", "1.0.0", "1.1.0"}
+
+// checkListVersion refuses a conflist whose cniVersion the plugin does not
+// speak: the runtime would fail every pod's ADD.
+func checkListVersion(conflist []byte) error {
+	var head struct {
+		CNIVersion string `json:"cniVersion"`
+	}
+	if err := json.Unmarshal(conflist, &head); err != nil {
+		return err
+	}
+	if !slices.Contains(SpecVersions, head.CNIVersion) {
+		return fmt.Errorf("its cniVersion is %q; %s speaks %s only, and the runtime would fail every pod: upgrade the conflist's cniVersion first", head.CNIVersion, PluginType, strings.Join(SpecVersions, ", "))
+	}
+	return nil
 }
 
 // ourEntry is o.Entry with "type" set, and the kubeconfig named.

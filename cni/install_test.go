@@ -118,6 +118,14 @@ func TestInstallErrors(t *testing.T) {
 
 	_, err = Install(InstallOptions{BinDir: bin, ConfDir: conf, Binary: filepath.Join(conf, "missing"), Entry: []byte(testEntry)})
 	assert.ErrorContains(t, err, "copy the plugin")
+
+	old := `{"cniVersion": "0.3.1", "name": "old", "plugins": [{"type": "bridge"}]}`
+	require.NoError(t, os.WriteFile(filepath.Join(conf, "05-old.conflist"), []byte(old), 0o644))
+	_, err = Install(InstallOptions{BinDir: bin, ConfDir: conf, Binary: binary, Entry: []byte(testEntry)})
+	assert.ErrorContains(t, err, `its cniVersion is "0.3.1"; istio-iptables-cni speaks 0.4.0, 1.0.0, 1.1.0 only`)
+	kept, err := os.ReadFile(filepath.Join(conf, "05-old.conflist"))
+	require.NoError(t, err)
+	assert.Equal(t, old, string(kept))
 }
 
 func TestKubeconfigFor(t *testing.T) {

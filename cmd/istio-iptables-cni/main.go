@@ -13,6 +13,8 @@ import (
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/version"
+
+	"github.com/mesh-init/istio-iptables/cni"
 )
 
 // Set by the linker: -X main.version=... -X main.commit=...
@@ -22,7 +24,7 @@ var (
 )
 
 // specVersions are the CNI spec versions the plugin speaks.
-var specVersions = version.PluginSupports("0.4.0", "1.0.0", "1.1.0")
+var specVersions = version.PluginSupports(cni.SpecVersions...)
 
 func main() {
 	if os.Getenv("CNI_COMMAND") == "" && len(os.Args) > 1 {
