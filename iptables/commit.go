@@ -124,7 +124,7 @@ func (e *executor) runPhase(ctx context.Context, steps []Step) []error {
 // nativeCommitted reports whether the namespace holds the native table as
 // w writes it: ours, with w's plan hash and rule counts.
 func (e *executor) nativeCommitted(w NativeWrite) bool {
-	st, err := e.k.Probe()
+	st, err := e.k.Probe(ProbeNft)
 	if err != nil || !st.Native.Ours || st.Native.Hash != w.Hash || len(st.Native.Chains) != len(w.Ruleset.Chains) {
 		return false
 	}
@@ -171,7 +171,13 @@ func (e *executor) startRestore(ctx context.Context, fl Flavour, fam plan.Family
 // netlink, rule counts per chain and the owner tag (no process); legacy
 // with *-save, rule by rule.
 func (e *executor) verify(ctx context.Context, tx Transaction, before State) (State, error) {
-	after, err := e.k.Probe()
+	// Read back what the steps touched: nf_tables always (the record needs
+	// its generation), routing when a step changed it.
+	parts := ProbeNft
+	if slices.ContainsFunc(tx.Steps, func(s Step) bool { return s.Kind == StepRouting }) {
+		parts |= ProbeRouting
+	}
+	after, err := e.k.Probe(parts)
 	if err != nil {
 		return State{}, fmt.Errorf("read the namespace back: %w: %w", err, ErrPartial)
 	}
@@ -297,7 +303,7 @@ func (e *executor) mark(tx Transaction, after *State) error {
 	switch tx.Marker {
 	case MarkerRecord:
 		if after == nil {
-			st, err := e.k.Probe()
+			st, err := e.k.Probe(ProbeNft)
 			if err != nil {
 				return err
 			}
@@ -310,7 +316,7 @@ func (e *executor) mark(tx Transaction, after *State) error {
 		}
 		return e.k.SetMarker(st.Markers, name)
 	case MarkerRemove:
-		st, err := e.k.Probe()
+		st, err := e.k.Probe(ProbeNft)
 		if err != nil || len(st.Markers) == 0 {
 			return err
 		}

@@ -53,9 +53,9 @@ type Options struct {
 type kernel interface {
 	// Lock takes the namespace's one-writer lock, waiting up to wait.
 	Lock(ctx context.Context, wait time.Duration) (release func(), err error)
-	// Probe reads what the kernel shows without a process: everything of
-	// State but Binaries and the *-save output.
-	Probe() (State, error)
+	// Probe reads what the kernel shows without a process, the parts
+	// asked for: everything of State but Binaries and the *-save output.
+	Probe(parts ProbeParts) (State, error)
 	// WriteNative writes the native table in one batch.
 	WriteNative(w NativeWrite) error
 	// DeleteNftTables deletes nftables tables in one batch.
@@ -65,6 +65,17 @@ type kernel interface {
 	// ChangeRouting adds and removes tagged policy routing and addresses.
 	ChangeRouting(ch RoutingChange) error
 }
+
+// ProbeParts selects what Probe reads.
+type ProbeParts uint8
+
+// The parts of a probe.
+const (
+	ProbeNft     ProbeParts = 1 << iota // nf_tables: iptables-nft's tables, the native table, the records, the generation
+	ProbeLegacy                         // the legacy table names
+	ProbeRouting                        // our policy routing, lo
+	ProbeAll     = ProbeNft | ProbeLegacy | ProbeRouting
+)
 
 // enterer runs a function on a thread in the namespace (*Namespace).
 type enterer interface {
@@ -183,7 +194,7 @@ func (e *executor) runTx(ctx context.Context, p plan.Plan, o decideOptions, comm
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("stopped before anything was read (%w): %w", context.Cause(ctx), ErrUnchanged)
 		}
-		st, err := e.k.Probe()
+		st, err := e.k.Probe(ProbeAll)
 		if err != nil {
 			return fmt.Errorf("read the namespace: %w: %w", err, ErrUnchanged)
 		}

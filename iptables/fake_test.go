@@ -399,6 +399,7 @@ type fakeKernel struct {
 	// nativeRefused makes it fail without writing.
 	nativeLost, nativeRefused error
 	locked                    bool
+	probes                    []iptables.ProbeParts
 }
 
 func (k *fakeKernel) check(op string) {
@@ -416,8 +417,9 @@ func (k *fakeKernel) Lock(context.Context, time.Duration) (func(), error) {
 	return func() { k.locked = false }, nil
 }
 
-func (k *fakeKernel) Probe() (iptables.State, error) {
+func (k *fakeKernel) Probe(parts iptables.ProbeParts) (iptables.State, error) {
 	k.check("Probe")
+	k.probes = append(k.probes, parts)
 	return k.nf.probe(), nil
 }
 

@@ -71,51 +71,66 @@ func (linuxKernel) Lock(ctx context.Context, wait time.Duration) (func(), error)
 	}
 }
 
-// Probe reads the state the kernel shows without a process: nf_tables
-// (tables, chains, rule counts, our tags, the generation), the legacy
-// table names, policy routing, lo. nf_tables is read between two reads of
-// the generation, and again if it moved.
-func (linuxKernel) Probe() (State, error) {
-	var st State
-	c, err := nftables.New(nftables.AsLasting())
-	if err != nil {
-		return State{}, fmt.Errorf("nftables: %w", err)
-	}
-	defer c.CloseLasting()
-	for try := 0; ; try++ {
-		gen, err := nftGeneration()
+// Probe reads the state the kernel shows without a process, the parts
+// asked for: nf_tables (tables, chains, rule counts, our tags, the
+// generation), the legacy table names, policy routing and lo. nf_tables is
+// read between two reads of the generation, and again if it moved.
+func (linuxKernel) Probe(parts ProbeParts) (State, error) {
+	st := State{Iptables: map[Flavour]map[plan.Family]FlavourState{FlavourNft: {}, FlavourLegacy: {}}}
+	if parts&ProbeNft != 0 {
+		c, err := nftables.New(nftables.AsLasting())
 		if err != nil {
-			return State{}, err
+			return State{}, fmt.Errorf("nftables: %w", err)
 		}
-		st = State{Iptables: map[Flavour]map[plan.Family]FlavourState{FlavourNft: {}, FlavourLegacy: {}}}
-		if err := probeNft(c, &st); err != nil {
-			return State{}, err
-		}
-		again, err := nftGeneration()
+		defer c.CloseLasting()
+		// One nfnetlink socket for the generation, the tags and the
+		// rule counts (big buffers: a dump of tens of thousands of rules).
+		gc, err := mdnetlink.Dial(unix.NETLINK_NETFILTER, nil)
 		if err != nil {
-			return State{}, err
+			return State{}, fmt.Errorf("nfnetlink: %w", err)
 		}
-		if again == gen || try == 4 {
-			st.Generation = again
-			break
+		defer gc.Close()
+		_ = bigBuffers(gc)
+		for try := 0; ; try++ {
+			gen, err := nftGeneration(gc)
+			if err != nil {
+				return State{}, err
+			}
+			st.Iptables[FlavourNft] = map[plan.Family]FlavourState{}
+			st.Native, st.Markers = NativeState{}, nil
+			if err := probeNft(c, gc, &st); err != nil {
+				return State{}, err
+			}
+			again, err := nftGeneration(gc)
+			if err != nil {
+				return State{}, err
+			}
+			if again == gen || try == 4 {
+				st.Generation = again
+				break
+			}
 		}
 	}
-	for _, fam := range families {
-		tables, err := legacyTables(fam)
-		if err != nil {
+	if parts&ProbeLegacy != 0 {
+		for _, fam := range families {
+			tables, err := legacyTables(fam)
+			if err != nil {
+				return State{}, err
+			}
+			st.Iptables[FlavourLegacy][fam] = FlavourState{Tables: tables}
+		}
+	}
+	if parts&ProbeRouting != 0 {
+		if err := probeRouting(&st); err != nil {
 			return State{}, err
 		}
-		st.Iptables[FlavourLegacy][fam] = FlavourState{Tables: tables}
-	}
-	if err := probeRouting(&st); err != nil {
-		return State{}, err
 	}
 	return st, nil
 }
 
 var iptablesTables = []string{"nat", "mangle", "raw", "filter", "security"}
 
-func probeNft(c *nftables.Conn, st *State) error {
+func probeNft(c *nftables.Conn, gc *mdnetlink.Conn, st *State) error {
 	tables, err := c.ListTables()
 	if err != nil {
 		return fmt.Errorf("list nftables tables: %w", err)
@@ -131,7 +146,7 @@ func probeNft(c *nftables.Conn, st *State) error {
 	count := func(t *nftables.Table, ch *nftables.Chain) (int, error) {
 		k := fmt.Sprint(t.Family, "/", t.Name)
 		if counts[k] == nil {
-			m, err := ruleCounts(byte(t.Family), t.Name)
+			m, err := ruleCounts(gc, byte(t.Family), t.Name)
 			if err != nil {
 				return 0, fmt.Errorf("list rules of %s: %w", t.Name, err)
 			}
@@ -147,7 +162,7 @@ func probeNft(c *nftables.Conn, st *State) error {
 		case nftables.TableFamilyIPv6:
 			fam = plan.IPv6
 		case nftables.TableFamilyINet:
-			if err := probeInet(c, st, t, chains, count); err != nil {
+			if err := probeInet(gc, st, t, chains, count); err != nil {
 				return err
 			}
 			continue
@@ -187,12 +202,12 @@ func probeNft(c *nftables.Conn, st *State) error {
 
 // probeInet reads an inet table that has one of our names: the native
 // table or a record, ours only when its owner set carries our comment.
-func probeInet(c *nftables.Conn, st *State, t *nftables.Table, chains []*nftables.Chain, count func(*nftables.Table, *nftables.Chain) (int, error)) error {
+func probeInet(gc *mdnetlink.Conn, st *State, t *nftables.Table, chains []*nftables.Chain, count func(*nftables.Table, *nftables.Chain) (int, error)) error {
 	native, marker := t.Name == NftTableName, strings.HasPrefix(t.Name, MarkerPrefix)
 	if !native && !marker {
 		return nil
 	}
-	comment, err := ownerTag(t.Name)
+	comment, err := ownerTag(gc, t.Name)
 	if err != nil {
 		return err
 	}
@@ -227,12 +242,7 @@ const markerComment = "istio-iptables record of the last apply"
 // ownerTag reads the comment of the owner set of an inet table ("" when it
 // has none). google/nftables does not decode set comments, so the sets
 // are dumped over nfnetlink directly.
-func ownerTag(table string) (string, error) {
-	c, err := mdnetlink.Dial(unix.NETLINK_NETFILTER, nil)
-	if err != nil {
-		return "", fmt.Errorf("nfnetlink: %w", err)
-	}
-	defer c.Close()
+func ownerTag(c *mdnetlink.Conn, table string) (string, error) {
 	ae := mdnetlink.NewAttributeEncoder()
 	ae.String(unix.NFTA_SET_TABLE, table)
 	attrs, err := ae.Encode()
@@ -278,13 +288,7 @@ func ownerTag(table string) (string, error) {
 
 // ruleCounts counts the rules of each chain of a table, from one
 // NFT_MSG_GETRULE dump.
-func ruleCounts(family byte, table string) (map[string]int, error) {
-	c, err := mdnetlink.Dial(unix.NETLINK_NETFILTER, &mdnetlink.Config{})
-	if err != nil {
-		return nil, fmt.Errorf("nfnetlink: %w", err)
-	}
-	defer c.Close()
-	_ = bigBuffers(c) // a dump of tens of thousands of rules
+func ruleCounts(c *mdnetlink.Conn, family byte, table string) (map[string]int, error) {
 	ae := mdnetlink.NewAttributeEncoder()
 	ae.String(unix.NFTA_RULE_TABLE, table)
 	attrs, err := ae.Encode()
@@ -328,12 +332,7 @@ func ruleCounts(family byte, table string) (map[string]int, error) {
 
 // nftGeneration reads the nf_tables ruleset generation (NFT_MSG_GETGEN,
 // which google/nftables does not offer).
-func nftGeneration() (uint32, error) {
-	c, err := mdnetlink.Dial(unix.NETLINK_NETFILTER, nil)
-	if err != nil {
-		return 0, fmt.Errorf("nfnetlink: %w", err)
-	}
-	defer c.Close()
+func nftGeneration(c *mdnetlink.Conn) (uint32, error) {
 	msgs, err := c.Execute(mdnetlink.Message{
 		Header: mdnetlink.Header{Type: mdnetlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_GETGEN), Flags: mdnetlink.Request},
 		Data:   []byte{unix.AF_UNSPEC, unix.NFNETLINK_V0, 0, 0}, // nfgenmsg

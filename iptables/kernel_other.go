@@ -17,7 +17,7 @@ type otherKernel struct{}
 func newKernel() kernel { return otherKernel{} }
 
 func (otherKernel) Lock(context.Context, time.Duration) (func(), error) { return nil, ErrUnsupported }
-func (otherKernel) Probe() (State, error)                               { return State{}, ErrUnsupported }
+func (otherKernel) Probe(ProbeParts) (State, error)                     { return State{}, ErrUnsupported }
 func (otherKernel) WriteNative(NativeWrite) error                       { return ErrUnsupported }
 func (otherKernel) DeleteNftTables([]NftTableRef) error                 { return ErrUnsupported }
 func (otherKernel) SetMarker([]string, string) error                    { return ErrUnsupported }

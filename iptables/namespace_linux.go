@@ -93,18 +93,18 @@ var ErrSetns = errors.New("entering another network namespace needs CAP_SYS_ADMI
 // unlocked only when it is back in the original namespace, so a failed
 // restore cannot leak a thread in the wrong namespace. Sockets fn opens and
 // processes it forks are born in the namespace. For the current namespace
-// the thread is locked too (a forked child's parent-death signal follows
-// its thread), and nothing is switched.
+// fn runs where it is called.
 func (n *Namespace) Do(fn func() error) error {
+	if n.fd < 0 {
+		// Nothing to switch: run here. No thread is locked either, which
+		// would make every netlink wake-up a hand-off between threads.
+		// (A forked child's parent-death signal follows the thread that
+		// forked it, and the Go runtime does not end idle threads.)
+		return fn()
+	}
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
-		if n.fd < 0 {
-			err := fn()
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
 		orig, err := netns.Get()
 		if err != nil {
 			errc <- fmt.Errorf("read current netns: %w", err)

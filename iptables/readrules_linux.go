@@ -33,7 +33,7 @@ func ReadRules(path string, f plan.Family) (text string, hidden []string, err er
 	defer ns.Close()
 	texts := map[Flavour]string{}
 	err = ns.Do(func() error {
-		st, err := linuxKernel{}.Probe()
+		st, err := linuxKernel{}.Probe(ProbeNft | ProbeLegacy)
 		if err != nil {
 			return err
 		}
