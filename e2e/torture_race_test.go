@@ -75,6 +75,76 @@ func tortureRaces(t *testing.T, tt *torture) {
 			}
 		})
 	}
+	tortureLockWait(t, tt, b)
+}
+
+// tortureLockWait: a run that holds the namespace's lock (its *-restore
+// hangs) and a second run with --wait 1. The second must give up within
+// about a second, exit non-zero with a message about the lock, and change
+// nothing; without a lock it would write beside the first.
+func tortureLockWait(t *testing.T, tt *torture, b *bed) {
+	n := count(t, faultsEnv, 3)
+	row := tt.report.row("c", "lock held by a hung run, another with --wait 1")
+	defer row.check(t)
+	for i := 0; i < n; i++ {
+		if tt.outOfTime() {
+			row.trial(false, "not run", fmt.Sprintf("time budget spent: %d of %d trials not run", n-i, n))
+			return
+		}
+		if err := tt.setState(t, b, cfgRedirect); err != nil {
+			row.trial(false, "setup", err.Error())
+			continue
+		}
+		outcome, why := tt.lockWaitTrial(t, b)
+		row.trial(why == "", outcome, why)
+	}
+}
+
+func (tt *torture) lockWaitTrial(t *testing.T, b *bed) (string, string) {
+	t.Helper()
+	holder := ttRun{args: ttTproxy, path: shims(t, t.TempDir(), forEach(t, restores, "exec sleep 3600")), bound: 15 * time.Second}
+	if tt.hasTimeout {
+		holder.args = append([]string{"--timeout", "10s"}, holder.args...)
+	}
+	done := make(chan ttResult, 1)
+	go func() { done <- tt.run(b.podPath(), b.lockFile, holder) }()
+	defer func() {
+		killStrays(nsProcs(b.podPath())) // the hung shim: the holder then ends
+		<-done
+		killStrays(strays(b.podPath()))
+	}()
+	// The holder holds the lock once its *-restore runs.
+	hung := false
+	for wait := 0; wait < 60 && !hung; wait++ {
+		for _, p := range nsProcs(b.podPath()) {
+			hung = hung || strings.Contains(p, " sleep ")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !hung {
+		return "setup", "the holder's *-restore never started"
+	}
+	// The holder may have written its first steps (make-before-break):
+	// the waiting run is judged against the state it found.
+	before, err := snapshot(b.podPath())
+	if err != nil {
+		return "unreadable", err.Error()
+	}
+	res := tt.run(b.podPath(), b.lockFile, ttRun{args: append([]string{"--wait", "1"}, ttRedirect...), bound: 10 * time.Second})
+	got, err := snapshot(b.podPath())
+	switch {
+	case err != nil:
+		return "unreadable", err.Error()
+	case res.code == 0:
+		return "no lock", fmt.Sprintf("a second run succeeded while another held the namespace: %s", res)
+	case res.took > 4*time.Second:
+		return "wait not bounded", fmt.Sprintf("--wait 1, yet it took %s: %s", res.took.Round(time.Millisecond), res)
+	case !strings.Contains(strings.ToLower(res.stderr), "lock"):
+		return "unclear message", fmt.Sprintf("the message does not mention the lock: %s", res)
+	case got != before:
+		return "changed", "the waiting run changed the state: " + stateDiff(before, got)
+	}
+	return fmt.Sprintf("gave up after ~%ds, named the lock", int(res.took.Round(time.Second).Seconds())), ""
 }
 
 // judgeRace checks the state two concurrent runs left.

@@ -440,37 +440,43 @@ func scratchName() string {
 // than the bed's helpers (this test binary): a child the tool left behind.
 // It waits up to a second for them to go.
 func strays(nsPath string) []string {
-	fi, err := os.Stat(nsPath)
-	if err != nil {
-		return []string{"stat " + nsPath + ": " + err.Error()}
-	}
-	want := fmt.Sprintf("net:[%d]", fi.Sys().(*syscall.Stat_t).Ino)
 	var left []string
 	for wait := 0; wait < 20; wait++ {
-		left = left[:0]
-		entries, _ := os.ReadDir("/proc")
-		for _, e := range entries {
-			pid, err := strconv.Atoi(e.Name())
-			if err != nil || pid == os.Getpid() {
-				continue
-			}
-			ns, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", pid))
-			if err != nil || ns != want {
-				continue
-			}
-			exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
-			if exe == helperBin || exe == "" {
-				continue // the bed's servers and proxies, or a kernel thread
-			}
-			comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
-			left = append(left, fmt.Sprintf("%d %s (%s)", pid, strings.TrimSpace(string(comm)), exe))
-		}
-		if len(left) == 0 {
+		if left = nsProcs(nsPath); len(left) == 0 {
 			return nil
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 	return left
+}
+
+// nsProcs lists, as "pid comm (exe)", the processes inside the namespace
+// of nsPath other than the bed's helpers.
+func nsProcs(nsPath string) []string {
+	fi, err := os.Stat(nsPath)
+	if err != nil {
+		return []string{"stat " + nsPath + ": " + err.Error()}
+	}
+	want := fmt.Sprintf("net:[%d]", fi.Sys().(*syscall.Stat_t).Ino)
+	var procs []string
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		ns, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", pid))
+		if err != nil || ns != want {
+			continue
+		}
+		exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+		if exe == helperBin || exe == "" {
+			continue // the bed's servers and proxies, or a kernel thread
+		}
+		comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+		procs = append(procs, fmt.Sprintf("%d %s (%s)", pid, strings.TrimSpace(string(comm)), exe))
+	}
+	return procs
 }
 
 // killStrays kills the processes strays returned (descendants of a run
