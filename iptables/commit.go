@@ -54,7 +54,9 @@ func (e *executor) commit(stop, hard context.Context, tx Transaction, st State) 
 		if err != nil {
 			return err
 		}
-		after = &st2
+		if tx.Marker == MarkerRecord || tx.Marker == MarkerRemove {
+			after = &st2 // read with ProbeNft
+		}
 	}
 	if err := e.mark(tx, after); err != nil {
 		e.log.Warn("could not record the apply; the next run reads the state in full", "err", err)
@@ -171,15 +173,29 @@ func (e *executor) startRestore(ctx context.Context, fl Flavour, fam plan.Family
 // netlink, rule counts per chain and the owner tag (no process); legacy
 // with *-save, rule by rule.
 func (e *executor) verify(ctx context.Context, tx Transaction, before State) (State, error) {
-	// Read back what the steps touched: nf_tables always (the record needs
-	// its generation), routing when a step changed it.
-	parts := ProbeNft
-	if slices.ContainsFunc(tx.Steps, func(s Step) bool { return s.Kind == StepRouting }) {
-		parts |= ProbeRouting
+	// Read back what the steps touched: nf_tables unless the only change
+	// there was a native batch that carried its record (its kernel
+	// transaction acknowledged every message, and is all or nothing),
+	// routing when a step changed it.
+	var parts ProbeParts
+	if tx.Marker == MarkerRecord || tx.Marker == MarkerRemove {
+		parts |= ProbeNft // the record needs the generation and the records
 	}
-	after, err := e.k.Probe(parts)
-	if err != nil {
-		return State{}, fmt.Errorf("read the namespace back: %w: %w", err, ErrPartial)
+	for _, s := range tx.Steps {
+		switch {
+		case s.Kind == StepRouting:
+			parts |= ProbeRouting
+		case s.Kind == StepNative && tx.Marker == MarkerInBatch:
+		case s.Kind != StepRestore || s.Flavour == FlavourNft:
+			parts |= ProbeNft
+		}
+	}
+	var after State
+	if parts != 0 {
+		var err error
+		if after, err = e.k.Probe(parts); err != nil {
+			return State{}, fmt.Errorf("read the namespace back: %w: %w", err, ErrPartial)
+		}
 	}
 	var errs []error
 	for _, s := range tx.Steps {
@@ -204,6 +220,9 @@ func (e *executor) verify(ctx context.Context, tx Transaction, before State) (St
 					s.Flavour, s.Family, s.Flavour.binary(s.Family, "restore"), s.Flavour.binary(s.Family, "save")))
 			}
 		case StepNative:
+			if tx.Marker == MarkerInBatch {
+				continue
+			}
 			n := after.Native
 			if !n.Ours || n.Hash != s.Native.Hash {
 				errs = append(errs, fmt.Errorf("native: table inet %s does not carry the tag of the plan written", NftTableName))
@@ -316,11 +335,17 @@ func (e *executor) mark(tx Transaction, after *State) error {
 		}
 		return e.k.SetMarker(st.Markers, name)
 	case MarkerRemove:
-		st, err := e.k.Probe(ProbeNft)
-		if err != nil || len(st.Markers) == 0 {
-			return err
+		if after == nil {
+			st, err := e.k.Probe(ProbeNft)
+			if err != nil {
+				return err
+			}
+			after = &st
 		}
-		return e.k.SetMarker(st.Markers, "")
+		if len(after.Markers) == 0 {
+			return nil
+		}
+		return e.k.SetMarker(after.Markers, "")
 	}
 	return nil
 }

@@ -169,6 +169,18 @@ func decide(p plan.Plan, st State, o decideOptions) (Transaction, error) {
 		tx.Steps = append(tx.Steps, Step{Kind: StepDeleteTables, Phase: phaseTidy, Delete: d})
 	}
 	slices.SortStableFunc(tx.Steps, func(a, b Step) int { return a.Phase - b.Phase })
+	// A native write that is the only change to nf_tables carries its own
+	// record: the batch's commit moves the generation by one, and nothing
+	// else of this run moves it after.
+	if i := slices.IndexFunc(tx.Steps, func(s Step) bool { return s.Kind == StepNative }); i >= 0 &&
+		!slices.ContainsFunc(tx.Steps, func(s Step) bool {
+			return (s.Kind == StepRestore && s.Flavour == FlavourNft) || s.Kind == StepDeleteTables
+		}) {
+		w := *tx.Steps[i].Native
+		w.Record, w.Unrecord = MarkerName(tx.Hash, st.Generation+1), st.Markers
+		tx.Steps[i].Native = &w
+		tx.Marker = MarkerInBatch
+	}
 	if tx.Empty() && tx.Marker == MarkerRecord && slices.Contains(st.Markers, MarkerName(tx.Hash, st.Generation)) {
 		tx.Marker = MarkerKeep
 	}

@@ -436,6 +436,10 @@ func (k *fakeKernel) WriteNative(w iptables.NativeWrite) error {
 		counts[c.Name] = len(c.Rules)
 	}
 	k.nf.native = iptables.NativeState{Present: true, Ours: true, Hash: w.Hash, Chains: chains, Counts: counts}
+	k.nf.markers = slices.DeleteFunc(k.nf.markers, func(m string) bool { return slices.Contains(w.Unrecord, m) })
+	if w.Record != "" {
+		k.nf.markers = append(k.nf.markers, w.Record)
+	}
 	k.nf.generation++
 	return k.nativeLost
 }

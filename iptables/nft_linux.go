@@ -72,6 +72,15 @@ func (linuxKernel) WriteNative(w NativeWrite) error {
 			c.AddRule(&nftables.Rule{Table: t, Chain: chains[ch.Name], Exprs: exprs})
 		}
 	}
+	for _, name := range w.Unrecord {
+		c.DelTable(&nftables.Table{Name: name, Family: nftables.TableFamilyINet})
+	}
+	if w.Record != "" {
+		rt := c.AddTable(&nftables.Table{Name: w.Record, Family: nftables.TableFamilyINet})
+		if err := c.AddSet(&nftables.Set{Table: rt, Name: OwnerSet, KeyType: nftables.TypeMark, Comment: markerComment}, nil); err != nil {
+			return fmt.Errorf("record the apply: %w", err)
+		}
+	}
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("write table inet %s: %w", NftTableName, err)
 	}

@@ -61,6 +61,10 @@ type NativeWrite struct {
 	// plan no longer has (deleted).
 	Existing []string
 	Stale    []string
+	// Record, when set, is the record table the batch adds, and Unrecord
+	// the records it removes (MarkerInBatch).
+	Record   string
+	Unrecord []string
 }
 
 // NftTableRef names an nftables table; IfEmpty deletes it only when it
@@ -96,6 +100,11 @@ const (
 	MarkerKeep   MarkerAction = ""       // leave it
 	MarkerRecord MarkerAction = "record" // after a verified apply, record Hash at the generation
 	MarkerRemove MarkerAction = "remove" // remove every record of ours
+	// MarkerInBatch: the native batch itself carries the record, at the
+	// generation its commit moves to: written in the same kernel
+	// transaction as the table it vouches for, so one exists only with the
+	// other.
+	MarkerInBatch MarkerAction = "in-batch"
 )
 
 // Transaction is everything one run changes, decided before anything is
