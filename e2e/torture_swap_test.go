@@ -124,9 +124,13 @@ func tortureSwaps(t *testing.T, tt *torture) {
 				buckets[j] = append(buckets[j], c)
 			}
 			verdicts := map[string]int{}
-			judgeBucket := func(cs []floodConn) (bad []string) {
+			var slowOnes []string // timeouts and slow answers, for the log
+			judgeBucket := func(cs []floodConn, swap string) (bad []string) {
 				for _, c := range cs {
 					verdicts[c.verdict]++
+					if (c.verdict == vTimeout || c.took > 900*time.Millisecond) && len(slowOnes) < 10 {
+						slowOnes = append(slowOnes, fmt.Sprintf("%s, %s after %s: %s", swap, c.dir.name, c.took.Round(time.Millisecond), c.landing))
+					}
 					if c.took > 900*time.Millisecond && c.verdict == vCaptured {
 						verdicts["slow"]++ // answered only after a SYN retransmit
 					}
@@ -137,11 +141,11 @@ func tortureSwaps(t *testing.T, tt *torture) {
 				}
 				return bad
 			}
-			if bad := judgeBucket(buckets[0]); len(bad) > 0 {
+			if bad := judgeBucket(buckets[0], "before any swap"); len(bad) > 0 {
 				row.trial(false, "baseline", fmt.Sprintf("%d bad connections before any swap, e.g. %s", len(bad), bad[0]))
 			}
 			for i, s := range swaps {
-				bad := judgeBucket(buckets[i+1])
+				bad := judgeBucket(buckets[i+1], fmt.Sprintf("swap %d to %s", i+1, s.to.name))
 				switch {
 				case s.res.code != 0:
 					row.trial(false, "run failed", fmt.Sprintf("swap to %s: %s", s.to.name, s.res))
@@ -150,6 +154,9 @@ func tortureSwaps(t *testing.T, tt *torture) {
 				default:
 					row.trial(true, "clean swap", "")
 				}
+			}
+			if len(slowOnes) > 0 {
+				t.Logf("%s: timed out or slow (counted, not failed):\n  %s", backend.name, strings.Join(slowOnes, "\n  "))
 			}
 			row.add("connections", len(conns))
 			row.add("escapes", verdicts[vDirect])
