@@ -103,6 +103,20 @@ var (
 	ErrNoBinary = errors.New("binary not found")
 )
 
+// Outcome words what a failed run left, as the executor proved it: the
+// earlier state is called intact only when it was read back.
+func Outcome(err error) string {
+	switch {
+	case errors.Is(err, ErrUnchanged):
+		return "nothing was changed"
+	case errors.Is(err, ErrRolledBack):
+		return "rolled back; the earlier state is intact (read back)"
+	case errors.Is(err, ErrPartial):
+		return "the namespace may hold part of the new state"
+	}
+	return "the state of the namespace is unknown"
+}
+
 type executor struct {
 	o        Options
 	ns       enterer

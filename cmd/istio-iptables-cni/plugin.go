@@ -181,17 +181,10 @@ func (p *plugin) add(args *skel.CmdArgs) error {
 	return types.PrintResult(c.conf.PrevResult, c.conf.CNIVersion)
 }
 
-// outcome is the node operator's reading of a failed apply.
+// outcome is the node operator's reading of a failed apply: what the
+// executor proved it left (iptables.Outcome), and that the runtime retries.
 func outcome(err error) string {
-	switch {
-	case errors.Is(err, iptables.ErrUnchanged):
-		return "nothing was changed; the runtime retries the pod"
-	case errors.Is(err, iptables.ErrRolledBack):
-		return "the earlier state was put back and read back intact; the runtime retries the pod"
-	case errors.Is(err, iptables.ErrPartial):
-		return "the namespace may hold part of the rules; the runtime retries the pod, which replaces them"
-	}
-	return ""
+	return iptables.Outcome(err) + "; the runtime retries the pod"
 }
 
 // del implements DEL: remove everything of ours; a namespace that is gone

@@ -289,18 +289,13 @@ func backend(o options, mode iptables.BackendMode) iptables.BackendMode {
 	return mode
 }
 
-// outcome words what a failed run left, as the executor proved it: the
-// earlier state is claimed intact only when it was read back.
+// outcome words what a failed run left (iptables.Outcome), and what to do.
 func outcome(err error) string {
-	switch {
-	case errors.Is(err, iptables.ErrUnchanged):
-		return "nothing was changed"
-	case errors.Is(err, iptables.ErrRolledBack):
-		return "rolled back; the earlier state is intact (read back)"
-	case errors.Is(err, iptables.ErrPartial):
-		return "the namespace may hold part of the new state; run again"
+	o := iptables.Outcome(err)
+	if errors.Is(err, iptables.ErrUnchanged) || errors.Is(err, iptables.ErrRolledBack) {
+		return o
 	}
-	return "the state of the namespace is unknown; run again"
+	return o + "; run again"
 }
 
 // parseTimeout parses --timeout, a Go duration (at most 1h); empty means
