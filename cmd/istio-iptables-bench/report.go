@@ -29,19 +29,13 @@ func medianOf(ss []sample) medians {
 	return medians{median(walls), median(cpus)}
 }
 
-func median(ds []time.Duration) time.Duration {
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	if len(s) == 0 {
-		return 0
-	}
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
+func median(ds []time.Duration) time.Duration { return middle(ds) }
 
-func medianFloat(xs []float64) float64 {
+func medianFloat(xs []float64) float64 { return middle(xs) }
+
+// middle is the median of xs (0 for none), the mean of the middle two
+// for an even count.
+func middle[T time.Duration | float64](xs []T) T {
 	s := slices.Clone(xs)
 	slices.Sort(s)
 	if len(s) == 0 {
