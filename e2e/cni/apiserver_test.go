@@ -15,14 +15,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	goruntime "runtime"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"github.com/vishvananda/netns"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -31,6 +29,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	ourcni "github.com/mesh-init/istio-iptables/cni"
+	"github.com/mesh-init/istio-iptables/e2e/internal/podbed"
 )
 
 // The plugin authenticates as the DaemonSet's service account, so the
@@ -240,7 +239,7 @@ func client(t *testing.T, ns, tok string) *kubernetes.Clientset {
 		TLSClientConfig: rest.TLSClientConfig{Insecure: true},
 		Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			var c net.Conn
-			err := inNetns(nsPath(ns), func() (err error) {
+			err := podbed.InNetns(nsPath(ns), func() (err error) {
 				c, err = (&net.Dialer{Timeout: 3 * time.Second}).DialContext(ctx, network, addr)
 				return err
 			})
@@ -366,37 +365,4 @@ func jsonEqual(t *testing.T, want, got string) {
 	require.NoError(t, json.Unmarshal([]byte(want), &w))
 	require.NoError(t, json.Unmarshal([]byte(got), &g), "%q", got)
 	assert.Equal(t, w, g)
-}
-
-// inNetns runs f on a locked OS thread switched into the namespace; the
-// thread goes back to the scheduler only if switching back worked.
-func inNetns(path string, f func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		goruntime.LockOSThread()
-		origin, err := netns.Get()
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer origin.Close()
-		target, err := netns.GetFromPath(path)
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer target.Close()
-		if err := netns.Set(target); err != nil {
-			errc <- err
-			return
-		}
-		ferr := f()
-		if err := netns.Set(origin); err != nil {
-			errc <- errors.Join(ferr, err)
-			return
-		}
-		goruntime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
 }

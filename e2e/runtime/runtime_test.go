@@ -1,21 +1,12 @@
 package runtime
 
 import (
-	"bufio"
-	"bytes"
-	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"errors"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	goruntime "runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -24,20 +15,9 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"github.com/vishvananda/netns"
 	"sigs.k8s.io/yaml"
-)
 
-// The images the examples are played with. The app and proxy images come
-// from hack/runtime-images.sh; the project's image is loaded from make
-// image-oci's archive and tagged as the examples name it.
-const (
-	appImage   = "localhost/ii-runtime-app:bookworm"
-	proxyImage = "localhost/ii-runtime-proxy:bookworm"
-	toolImage  = "localhost/istio-iptables:dev"
-	// remotePort is where the remote server listens, in the test's
-	// namespace (the pod reaches it at its gateway address).
-	remotePort = "9090"
+	"github.com/mesh-init/istio-iptables/e2e/internal/podbed"
 )
 
 // tally counts the checks for the summary line.
@@ -101,10 +81,10 @@ func TestExamples(t *testing.T) {
 	// machine's namespace is compared.
 	t.Run("examples", func(et *testing.T) {
 		t := et
-		var pm *podman
+		var pm *podbed.Podman
 		if !check(t, "setup: namespace, podman store and images", func(t *testing.T) {
 			pm = newPodman(t, et, root)
-			startRemote(t, et, pm.nsPath())
+			podbed.StartRemote(t, et, pm.NSPath())
 		}) {
 			return
 		}
@@ -120,14 +100,14 @@ func TestExamples(t *testing.T) {
 
 // playExample runs one manifest through play, the checks, --replace, the
 // checks again and --down.
-func playExample(t *testing.T, pm *podman, file string) {
+func playExample(t *testing.T, pm *podbed.Podman, file string) {
 	ex := loadExample(t, file)
-	t.Cleanup(func() { _, _ = pm.try("kube", "play", "--down", ex.path) })
+	t.Cleanup(func() { _, _ = pm.Try("kube", "play", "--down", ex.path) })
 
 	var first podState
 	if !check(t, "kube play: the init container succeeds under its securityContext", func(t *testing.T) {
-		pm.run(t, "kube", "play", ex.path)
-		first = pm.state(t, ex)
+		pm.Run(t, "kube", "play", ex.path)
+		first = state(t, pm, ex)
 		assertRules(t, ex, first)
 	}) {
 		return
@@ -136,7 +116,7 @@ func playExample(t *testing.T, pm *podman, file string) {
 
 	check(t, "a re-run of the init container on the programmed namespace writes nothing", func(t *testing.T) {
 		before := saveRules(t, first)
-		out, err := pm.try(ex.rerunArgs(nil, ex.init.Args)...)
+		out, err := pm.Try(ex.rerunArgs(nil, ex.init.Args)...)
 		require.NoError(t, err, "%s", out)
 		assert.Contains(t, out, "already in place")
 		assert.NotContains(t, out, "rules written")
@@ -145,13 +125,13 @@ func playExample(t *testing.T, pm *podman, file string) {
 	check(t, "the init container without NET_ADMIN fails, names it, and changes nothing", func(t *testing.T) {
 		before := saveRules(t, first)
 		other := append(slices.Clone(ex.init.Args), "-p", "15101") // another outbound port: this run must write
-		out, err := pm.try(ex.rerunArgs([]string{"NET_RAW"}, other)...)
+		out, err := pm.Try(ex.rerunArgs([]string{"NET_RAW"}, other)...)
 		require.Error(t, err, "%s", out)
 		assert.Contains(t, out, "istio-iptables needs CAP_NET_ADMIN in the pod's network namespace")
 		assert.Equal(t, before, saveRules(t, first))
 	})
 	check(t, "the init container's --cleanup-only removes every rule", func(t *testing.T) {
-		out, err := pm.try(ex.rerunArgs(nil, []string{"--cleanup-only"})...)
+		out, err := pm.Try(ex.rerunArgs(nil, []string{"--cleanup-only"})...)
 		require.NoError(t, err, "%s", out)
 		assert.NotContains(t, saveRules(t, first), "ISTIO")
 	})
@@ -163,8 +143,8 @@ func playExample(t *testing.T, pm *podman, file string) {
 		old, err := os.Open("/proc/" + first.pid + "/ns/net")
 		require.NoError(t, err)
 		defer old.Close()
-		pm.run(t, "kube", "play", "--replace", ex.path)
-		second = pm.state(t, ex)
+		pm.Run(t, "kube", "play", "--replace", ex.path)
+		second = state(t, pm, ex)
 		assert.NotEqual(t, first.netns, second.netns, "a replaced pod has a new namespace")
 		assertRules(t, ex, second)
 	}) {
@@ -173,28 +153,28 @@ func playExample(t *testing.T, pm *podman, file string) {
 	traffic(t, pm, ex, second, " (after --replace)")
 
 	check(t, "kube play --down", func(t *testing.T) {
-		pm.run(t, "kube", "play", "--down", ex.path)
+		pm.Run(t, "kube", "play", "--down", ex.path)
 	})
 }
 
 // traffic starts the proxy in the pod's sidecar and makes the connections.
-func traffic(t *testing.T, pm *podman, ex *example, st podState, suffix string) {
+func traffic(t *testing.T, pm *podbed.Podman, ex *example, st podState, suffix string) {
 	inbound := "inbound :80 passes the proxy (" + ex.inbound + ")" + suffix
-	var got reply
+	var got podbed.Reply
 	if !check(t, inbound, func(t *testing.T) {
-		pm.run(t, "exec", "-d", ex.container("istio-proxy"), "haproxy", "-db", "-f", "/etc/haproxy/"+ex.proxyConfig())
+		pm.Run(t, "exec", "-d", ex.container("istio-proxy"), "haproxy", "-db", "-f", "/etc/haproxy/"+ex.proxyConfig())
 		var err error
 		deadline := time.Now().Add(15 * time.Second)
 		for {
-			got, err = get(pm.nsPath(), "http://"+net.JoinHostPort(st.ip, "80")+"/")
-			if err == nil && got.header("X-Ii-Proxy") != "" || time.Now().After(deadline) {
+			got, err = podbed.Get(pm.NSPath(), "http://"+net.JoinHostPort(st.ip, "80")+"/")
+			if err == nil && got.Header("X-Ii-Proxy") != "" || time.Now().After(deadline) {
 				break
 			}
 			time.Sleep(200 * time.Millisecond)
 		}
 		require.NoError(t, err)
-		assert.Equal(t, ex.inbound, got.header("X-Ii-Proxy"), "listener that took it; reply %+v", got)
-		assert.Equal(t, "app remote=127.0.0.6", got.body, "the app answered the proxy's passthrough")
+		assert.Equal(t, ex.inbound, got.Header("X-Ii-Proxy"), "listener that took it; reply %+v", got)
+		assert.Equal(t, "app remote=127.0.0.6", got.Body, "the app answered the proxy's passthrough")
 	}) {
 		return
 	}
@@ -203,21 +183,21 @@ func traffic(t *testing.T, pm *podman, ex *example, st podState, suffix string) 
 		name = "TPROXY keeps the client's address (transparent 15006 listener)" + suffix
 	}
 	check(t, name, func(t *testing.T) {
-		assert.Equal(t, got.local, got.header("X-Ii-Client"), "the client connected from %s", got.local)
+		assert.Equal(t, got.Local, got.Header("X-Ii-Client"), "the client connected from %s", got.Local)
 	})
 
-	url := "http://" + net.JoinHostPort(st.gateway, remotePort) + "/"
+	url := "http://" + net.JoinHostPort(st.gateway, podbed.RemotePort) + "/"
 	check(t, "outbound from the app passes 15001 to the original destination"+suffix, func(t *testing.T) {
-		out := pm.run(t, "exec", ex.container("app"), "curl", "-sS", "-m", "5", "-D", "-", url)
-		r := parseCurl(out)
-		assert.Equal(t, "15001", r.header("X-Ii-Proxy"), "%s", out)
-		assert.Equal(t, "remote via=15001 peer="+st.ip, r.body, "%s", out)
+		out := pm.Run(t, "exec", ex.container("app"), "curl", "-sS", "-m", "5", "-D", "-", url)
+		r := podbed.ParseCurl(out)
+		assert.Equal(t, "15001", r.Header("X-Ii-Proxy"), "%s", out)
+		assert.Equal(t, "remote via=15001 peer="+st.ip, r.Body, "%s", out)
 	})
 	check(t, "the proxy's own traffic goes direct"+suffix, func(t *testing.T) {
-		out := pm.run(t, "exec", ex.container("istio-proxy"), "curl", "-sS", "-m", "5", "-D", "-", url)
-		r := parseCurl(out)
-		assert.Empty(t, r.header("X-Ii-Proxy"), "%s", out)
-		assert.Equal(t, "remote via= peer="+st.ip, r.body, "%s", out)
+		out := pm.Run(t, "exec", ex.container("istio-proxy"), "curl", "-sS", "-m", "5", "-D", "-", url)
+		r := podbed.ParseCurl(out)
+		assert.Empty(t, r.Header("X-Ii-Proxy"), "%s", out)
+		assert.Equal(t, "remote via= peer="+st.ip, r.Body, "%s", out)
 	})
 }
 
@@ -305,9 +285,9 @@ func loadExample(t *testing.T, file string) *example {
 		require.Contains(t, text, old, "%s: container %s", file, c.Name)
 		text = strings.Replace(text, old, "image: "+image+"\n", 1)
 	}
-	replace(m.Spec.InitContainers[0], toolImage)
+	replace(m.Spec.InitContainers[0], podbed.ToolImage)
 	for _, c := range m.Spec.Containers {
-		image := map[string]string{"app": appImage, "istio-proxy": proxyImage}[c.Name]
+		image := map[string]string{"app": podbed.AppImage, "istio-proxy": podbed.ProxyImage}[c.Name]
 		require.NotEmpty(t, image, "%s: no local image for container %q", file, c.Name)
 		replace(c, image)
 	}
@@ -381,132 +361,20 @@ func (ex *example) rerunArgs(add, toolArgs []string) []string {
 	for _, e := range c.Env {
 		args = append(args, "--env", e.Name+"="+e.Value)
 	}
-	return append(append(args, toolImage), toolArgs...)
+	return append(append(args, podbed.ToolImage), toolArgs...)
 }
-
-// podman runs podman in the test's namespace with a private store and
-// configuration (../shared/RUNTIME.md).
-type podman struct {
-	ns, dir string
-	env     []string
-}
-
-func (pm *podman) nsPath() string { return "/var/run/netns/" + pm.ns }
 
 // newPodman makes the test's namespace, the store and configuration, and
 // loads the images; all of it goes when owner ends.
-func newPodman(t, owner *testing.T, root string) *podman {
+func newPodman(t, owner *testing.T, root string) *podbed.Podman {
 	t.Helper()
-	id := make([]byte, 4)
-	_, err := rand.Read(id)
-	require.NoError(t, err)
-	pm := &podman{ns: "ii-rt-" + hex.EncodeToString(id)}
-	out, err := exec.Command("ip", "netns", "add", pm.ns).CombinedOutput()
-	require.NoError(t, err, "ip netns add: %s", out)
-	owner.Cleanup(func() {
-		if out, err := exec.Command("ip", "netns", "del", pm.ns).CombinedOutput(); err != nil {
-			owner.Errorf("ip netns del %s: %v: %s", pm.ns, err, out)
-		}
-	})
-	out, err = exec.Command("ip", "-n", pm.ns, "link", "set", "lo", "up").CombinedOutput()
-	require.NoError(t, err, "lo up: %s", out)
-
-	pm.dir, err = os.MkdirTemp("", "ii-rt-podman-")
-	require.NoError(t, err)
-	owner.Cleanup(func() { pm.teardown(owner) })
-	for _, d := range []string{"root", "runroot", "tmp", "networks"} {
-		require.NoError(t, os.MkdirAll(filepath.Join(pm.dir, d), 0o700))
-	}
-	conf := fmt.Sprintf(`[containers]
-default_ulimits = ["nofile=20000:20000", "nproc=4096:4096"]
-[engine]
-runtime = "runc"
-cgroup_manager = "cgroupfs"
-events_logger = "file"
-events_logfile_path = "%[1]s/events.log"
-tmp_dir = "%[1]s/tmp"
-[network]
-network_config_dir = "%[1]s/networks"
-`, pm.dir)
-	require.NoError(t, os.WriteFile(filepath.Join(pm.dir, "containers.conf"), []byte(conf), 0o644))
-	// No registry: every image is local.
-	require.NoError(t, os.WriteFile(filepath.Join(pm.dir, "registries.conf"), []byte("unqualified-search-registries = []\n"), 0o644))
-	pm.env = []string{
-		"PATH=" + os.Getenv("PATH") + ":/usr/local/sbin:/usr/sbin:/sbin",
-		"HOME=" + pm.dir,
-		"TMPDIR=" + filepath.Join(pm.dir, "tmp"),
-		"CONTAINERS_CONF=" + filepath.Join(pm.dir, "containers.conf"),
-		"CONTAINERS_REGISTRIES_CONF=" + filepath.Join(pm.dir, "registries.conf"),
-	}
-
-	images := envOr("E2E_RUNTIME_IMAGES", filepath.Join(root, ".cache", "runtime"))
-	tool := envOr("E2E_RUNTIME_TOOL_IMAGE", filepath.Join(root, ".cache", "image", "istio-iptables-amd64.tar"))
-	for _, archive := range []string{filepath.Join(images, "app.tar"), filepath.Join(images, "proxy.tar")} {
-		pm.run(t, "load", "-q", "-i", archive)
-	}
-	m := loadedImage.FindStringSubmatch(pm.run(t, "load", "-q", "-i", tool))
-	require.NotNil(t, m, "podman load %s named no image", tool)
-	if loaded := strings.TrimSpace(m[1]); loaded != toolImage {
-		pm.run(t, "tag", loaded, toolImage)
-	}
-	images2 := pm.run(t, "images", "--format", "{{.Repository}}:{{.Tag}}")
-	for _, want := range []string{appImage, proxyImage, toolImage} {
-		require.Contains(t, images2, want)
+	ns := podbed.NewNetns(t, owner, "ii-rt-")
+	pm := podbed.New(t, owner, podbed.Config{Root: root, Netns: ns, StorePrefix: "ii-rt-podman-"})
+	images := pm.Run(t, "images", "--format", "{{.Repository}}:{{.Tag}}")
+	for _, want := range []string{podbed.AppImage, podbed.ProxyImage, podbed.ToolImage} {
+		require.Contains(t, images, want)
 	}
 	return pm
-}
-
-var loadedImage = regexp.MustCompile(`Loaded image(?:\(s\))?: *(\S+)`)
-
-// teardown removes every pod and container, unmounts what the store left
-// mounted and removes the store.
-func (pm *podman) teardown(t *testing.T) {
-	_, _ = pm.try("pod", "rm", "--all", "--force", "--time", "0")
-	_, _ = pm.try("rm", "--all", "--force", "--time", "0")
-	mounts, _ := os.ReadFile("/proc/self/mountinfo")
-	var under []string
-	for _, line := range strings.Split(string(mounts), "\n") {
-		if f := strings.Fields(line); len(f) > 4 && strings.HasPrefix(f[4], pm.dir+"/") {
-			under = append(under, f[4])
-		}
-	}
-	slices.Sort(under)
-	for i := len(under) - 1; i >= 0; i-- {
-		if out, err := exec.Command("umount", under[i]).CombinedOutput(); err != nil {
-			t.Logf("umount %s: %v: %s", under[i], err, out)
-		}
-	}
-	if err := os.RemoveAll(pm.dir); err != nil {
-		t.Errorf("remove the podman store: %v", err)
-	}
-}
-
-func (pm *podman) cmd(ctx context.Context, args ...string) *exec.Cmd {
-	argv := append([]string{"--net=" + pm.nsPath(), "podman",
-		"--root", filepath.Join(pm.dir, "root"), "--runroot", filepath.Join(pm.dir, "runroot"),
-		"--storage-driver", envOr("E2E_RUNTIME_STORAGE_DRIVER", "overlay")}, args...)
-	cmd := exec.CommandContext(ctx, "nsenter", argv...)
-	cmd.Env = pm.env
-	return cmd
-}
-
-// try runs podman args and returns its combined output.
-func (pm *podman) try(args ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	out, err := pm.cmd(ctx, args...).CombinedOutput()
-	if err != nil {
-		return string(out), fmt.Errorf("podman %s: %w", strings.Join(args, " "), err)
-	}
-	return string(out), nil
-}
-
-// run is try that fails t on error.
-func (pm *podman) run(t *testing.T, args ...string) string {
-	t.Helper()
-	out, err := pm.try(args...)
-	require.NoError(t, err, "%s", out)
-	return out
 }
 
 // podState is where a played pod lives.
@@ -516,128 +384,17 @@ type podState struct {
 	ip, gateway string
 }
 
-func (pm *podman) state(t *testing.T, ex *example) podState {
+// state reads where ex's pod lives, and asserts the pod is running.
+func state(t *testing.T, pm *podbed.Podman, ex *example) podState {
 	t.Helper()
-	out := pm.run(t, "inspect", "--format", "{{.State.Pid}} {{range .NetworkSettings.Networks}}{{.IPAddress}} {{.Gateway}}{{end}}", ex.container("app"))
+	out := pm.Run(t, "inspect", "--format", "{{.State.Pid}} {{range .NetworkSettings.Networks}}{{.IPAddress}} {{.Gateway}}{{end}}", ex.container("app"))
 	f := strings.Fields(out)
 	require.Len(t, f, 3, "inspect: %q", out)
 	link, err := os.Readlink("/proc/" + f[0] + "/ns/net")
 	require.NoError(t, err)
-	status := strings.TrimSpace(pm.run(t, "pod", "inspect", "--format", "{{.State}}", ex.pod))
+	status := strings.TrimSpace(pm.Run(t, "pod", "inspect", "--format", "{{.State}}", ex.pod))
 	assert.Equal(t, "Running", status, "pod %s", ex.pod)
 	return podState{pid: f[0], netns: link, ip: f[1], gateway: f[2]}
-}
-
-// startRemote starts the original destination of the pod's outbound
-// connections: an HTTP server in the test's namespace answering
-// "remote via=<the X-Ii-Proxy header> peer=<source address>".
-func startRemote(t, owner *testing.T, nsPath string) {
-	t.Helper()
-	var ln net.Listener
-	require.NoError(t, inNetns(nsPath, func() (err error) {
-		ln, err = net.Listen("tcp", ":"+remotePort)
-		return err
-	}))
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		peer, _, _ := net.SplitHostPort(req.RemoteAddr)
-		fmt.Fprintf(w, "remote via=%s peer=%s", req.Header.Get("X-Ii-Proxy"), peer)
-	}), ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = srv.Serve(ln) }()
-	owner.Cleanup(func() { _ = srv.Close() })
-}
-
-// inNetns runs f on a locked OS thread switched into the namespace at
-// path; sockets f opens belong to that namespace. The thread is returned
-// to the scheduler only if switching back worked.
-func inNetns(path string, f func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		goruntime.LockOSThread()
-		origin, err := netns.Get()
-		if err != nil {
-			errc <- fmt.Errorf("open current netns: %w", err)
-			return
-		}
-		defer origin.Close()
-		target, err := netns.GetFromPath(path)
-		if err != nil {
-			errc <- fmt.Errorf("open netns %s: %w", path, err)
-			return
-		}
-		defer target.Close()
-		if err := netns.Set(target); err != nil {
-			errc <- fmt.Errorf("enter netns %s: %w", path, err)
-			return
-		}
-		ferr := f()
-		if err := netns.Set(origin); err != nil {
-			errc <- errors.Join(ferr, fmt.Errorf("return from netns %s: %w", path, err))
-			return
-		}
-		goruntime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
-}
-
-// reply is an HTTP answer: its headers, body and the client's own address.
-type reply struct {
-	headers http.Header
-	body    string
-	local   string
-}
-
-func (r reply) header(k string) string { return r.headers.Get(k) }
-
-// get makes one HTTP request from the namespace at nsPath.
-func get(nsPath, url string) (reply, error) {
-	var local string
-	tr := &http.Transport{DisableKeepAlives: true, DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-		var c net.Conn
-		err := inNetns(nsPath, func() (err error) {
-			c, err = (&net.Dialer{Timeout: 3 * time.Second}).DialContext(ctx, network, addr)
-			return err
-		})
-		if err == nil {
-			local, _, _ = net.SplitHostPort(c.LocalAddr().String())
-		}
-		return c, err
-	}}
-	client := &http.Client{Transport: tr, Timeout: 5 * time.Second}
-	resp, err := client.Get(url)
-	if err != nil {
-		return reply{}, err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return reply{}, err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return reply{}, fmt.Errorf("GET %s: %s: %s", url, resp.Status, body)
-	}
-	return reply{headers: resp.Header, body: strings.TrimSpace(string(body)), local: local}, nil
-}
-
-// parseCurl reads curl -D - output: the headers, a blank line, the body.
-func parseCurl(out string) reply {
-	r := reply{headers: http.Header{}}
-	sc := bufio.NewScanner(strings.NewReader(out))
-	for sc.Scan() {
-		line := strings.TrimRight(sc.Text(), "\r")
-		if line == "" {
-			break
-		}
-		if k, v, ok := strings.Cut(line, ":"); ok {
-			r.headers.Add(strings.TrimSpace(k), strings.TrimSpace(v))
-		}
-	}
-	var rest bytes.Buffer
-	for sc.Scan() {
-		rest.WriteString(sc.Text() + "\n")
-	}
-	r.body = strings.TrimSpace(rest.String())
-	return r
 }
 
 var hostNoise = regexp.MustCompile(`(?m)^#.*\n|\[\d+:\d+\]|packets \d+ bytes \d+`)
@@ -668,11 +425,4 @@ func repoRoot(t *testing.T) string {
 	wd, err := os.Getwd()
 	require.NoError(t, err)
 	return filepath.Dir(filepath.Dir(wd))
-}
-
-func envOr(k, def string) string {
-	if v := os.Getenv(k); v != "" {
-		return v
-	}
-	return def
 }
