@@ -54,6 +54,32 @@ func runAs(t *testing.T, b *bed, p privileges, args ...string) (int, string) {
 	return 0, out.String()
 }
 
+// captureModes are the two modes, as TestCNICaller and TestLegacyInPod run
+// them, with where the matrix says their connections land.
+var captureModes = []struct {
+	name     string
+	args     []string
+	captured map[string]string
+}{
+	{name: "REDIRECT", args: redirect, captured: redirectCaptured},
+	{name: "TPROXY", args: tproxy, captured: tproxyCaptured},
+}
+
+// assertLands makes each of cs in both families and asserts it lands
+// where captured says, or directly where captured does not name it.
+func assertLands(t *testing.T, b *bed, captured map[string]string, cs ...conn) {
+	t.Helper()
+	for _, c := range cs {
+		for _, f := range families {
+			want := c.direct
+			if w, ok := captured[c.name()]; ok {
+				want = w
+			}
+			assert.Equal(t, want, land(b, c, f), "%s %s", f, c.name())
+		}
+	}
+}
+
 // TestWithoutNetAdmin: a pod that grants NET_RAW but not NET_ADMIN gets exit
 // 1 and a message naming the capability and how to grant it, on every
 // backend, for an apply over nothing, an apply over earlier rules (REDIRECT
@@ -148,32 +174,17 @@ func TestWithoutNetRaw(t *testing.T) {
 // and nothing changed.
 func TestCNICaller(t *testing.T) {
 	requireRoot(t)
-	for _, tc := range []struct {
-		name     string
-		args     []string
-		captured map[string]string
-	}{
-		{name: "REDIRECT", args: redirect, captured: redirectCaptured},
-		{name: "TPROXY", args: tproxy, captured: tproxyCaptured},
-	} {
+	for _, tc := range captureModes {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			b := newBed(t)
 			before := kernelState(t, b)
 			installCNI(t, b, tc.args...)
-			for _, c := range []conn{
-				{from: fromClient, to: "pod", port: 8080, direct: "app:8080 peer=client"},
-				{from: fromApp, to: "remote", port: 8080, direct: "remote:8080 peer=podr"},
-				{from: fromProxy, to: "remote", port: 8080, direct: "remote:8080 peer=podr"},
-			} {
-				for _, f := range families {
-					want := c.direct
-					if w, ok := tc.captured[c.name()]; ok {
-						want = w
-					}
-					assert.Equal(t, want, land(b, c, f), "%s %s", f, c.name())
-				}
-			}
+			assertLands(t, b, tc.captured,
+				conn{from: fromClient, to: "pod", port: 8080, direct: "app:8080 peer=client"},
+				conn{from: fromApp, to: "remote", port: 8080, direct: "remote:8080 peer=podr"},
+				conn{from: fromProxy, to: "remote", port: 8080, direct: "remote:8080 peer=podr"},
+			)
 			written := kernelState(t, b)
 
 			code, out := runAs(t, b, initContainer, tc.args...)
@@ -236,14 +247,7 @@ func TestLegacyInPod(t *testing.T) {
 	if nativeNft() {
 		t.Skip("the legacy backend's test: every install here is native")
 	}
-	for _, tc := range []struct {
-		name     string
-		args     []string
-		captured map[string]string
-	}{
-		{name: "REDIRECT", args: redirect, captured: redirectCaptured},
-		{name: "TPROXY", args: tproxy, captured: tproxyCaptured},
-	} {
+	for _, tc := range captureModes {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			b := newBed(t)
@@ -252,21 +256,13 @@ func TestLegacyInPod(t *testing.T) {
 			install(t, b, args...)
 			written := kernelState(t, b)
 			assert.Contains(t, written, "-A ISTIO_OUTPUT_DNS", "the legacy tables hold the DNS rules")
-			for _, c := range []conn{
-				{from: fromClient, to: "pod", port: 8080, direct: "app:8080 peer=client"},
-				{from: fromClient, to: "pod", port: 80, fwd: true, direct: "app:80 peer=client"},
-				{from: fromApp, to: "remote", port: 8080, direct: "remote:8080 peer=podr"},
-				{from: fromProxy, to: "remote", port: 8080, direct: "remote:8080 peer=podr"},
-				{from: fromProxy, to: "pod", port: 80, direct: "app:80 peer=pod"},
-			} {
-				for _, f := range families {
-					want := c.direct
-					if w, ok := tc.captured[c.name()]; ok {
-						want = w
-					}
-					assert.Equal(t, want, land(b, c, f), "%s %s", f, c.name())
-				}
-			}
+			assertLands(t, b, tc.captured,
+				conn{from: fromClient, to: "pod", port: 8080, direct: "app:8080 peer=client"},
+				conn{from: fromClient, to: "pod", port: 80, fwd: true, direct: "app:80 peer=client"},
+				conn{from: fromApp, to: "remote", port: 8080, direct: "remote:8080 peer=podr"},
+				conn{from: fromProxy, to: "remote", port: 8080, direct: "remote:8080 peer=podr"},
+				conn{from: fromProxy, to: "pod", port: 80, direct: "app:80 peer=pod"},
+			)
 			code, out := runAs(t, b, initContainer, args...)
 			assert.Zero(t, code, "%s", out)
 			assert.Contains(t, out, "already in place")
