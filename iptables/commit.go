@@ -52,7 +52,11 @@ func (e *executor) commit(stop, hard context.Context, tx Transaction, st State) 
 	if !tx.Empty() {
 		st2, err := e.verify(hard, tx, st)
 		if err != nil {
-			return err
+			// What reported success but is not there: put back what can
+			// be put back (routing, the other steps), and say what is left.
+			rb, cancel := context.WithTimeout(context.WithoutCancel(hard), rollbackBudget)
+			defer cancel()
+			return e.rollback(rb, tx.Steps, st, err)
 		}
 		if tx.Marker == MarkerRecord || tx.Marker == MarkerRemove {
 			after = &st2 // read with ProbeNft
@@ -256,7 +260,7 @@ func (e *executor) verify(ctx context.Context, tx Transaction, before State) (St
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
-		return State{}, fmt.Errorf("%w: %w: %w", err, ErrNotVerified, ErrPartial)
+		return State{}, fmt.Errorf("%w: %w", err, ErrNotVerified)
 	}
 	return after, nil
 }

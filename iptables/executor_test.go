@@ -521,22 +521,23 @@ func TestApplyRestoreFailure(t *testing.T) {
 }
 
 // A restore that exits 0 without writing (or writing something else) is
-// caught by reading the namespace back: exit 1, nothing recorded, and the
-// next run writes for real.
+// caught by reading the namespace back: exit 1, what can be put back is
+// put back, nothing recorded, and the next run writes for real.
 func TestApplyVerifies(t *testing.T) {
-	p := build(t, redirectDefault)
+	p := build(t, redirectDefault, ipv6(true))
 	w := newWorld(t, allBinaries, nil)
 	w.exec.lie["iptables-nft-restore"] = true
 	err := w.executor(iptables.Options{}).Apply(context.Background(), p)
 	require.Error(t, err)
 	assert.ErrorIs(t, err, iptables.ErrNotVerified)
-	assert.ErrorIs(t, err, iptables.ErrPartial)
+	assert.ErrorIs(t, err, iptables.ErrRolledBack, "nothing was written, which the rollback reads back")
 	assert.Contains(t, err.Error(), "ISTIO_OUTPUT")
 	assert.Empty(t, w.nf.markers, "nothing unverified is recorded")
+	assert.Empty(t, w.nf.routing.Addrs, "what the run added around the lie is taken out again")
 
 	w.exec.lie["iptables-nft-restore"] = false
 	require.NoError(t, w.executor(iptables.Options{}).Apply(context.Background(), p))
-	assert.Len(t, w.calls("restore"), 2, "the next run writes")
+	assert.Len(t, w.calls("restore"), 5, "the lying run (2), the rollback of the IPv6 it wrote (1), the next run (2)")
 	assert.NoError(t, w.executor(iptables.Options{}).Check(context.Background(), p))
 
 	t.Run("legacy is read back with *-save", func(t *testing.T) {
