@@ -82,10 +82,10 @@ var families = map[plan.Family]family{
 }
 
 // PassthroughIPv6 is put on lo when IPv6 rules are written, so the proxy
-// can bind it for inbound passthrough (SPEC §3.4).
+// can bind it for inbound passthrough (docs/contract.md §3.4).
 var PassthroughIPv6 = netip.MustParsePrefix("::6/128")
 
-// Build turns a configuration into the plan of SPEC §3: a rule set for
+// Build turns a configuration into the plan of docs/contract.md §3: a rule set for
 // IPv4, one for IPv6 when enabled, and the TPROXY policy routing. It is
 // pure: no I/O, no environment, no kernel.
 func Build(c Config) (plan.Plan, error) {
@@ -296,7 +296,7 @@ func (s settings) inbound(b *builder, fam family, mark, outboundMark string) {
 	}
 }
 
-// outbound writes ISTIO_OUTPUT in the order of SPEC §3.2 and the jump into it.
+// outbound writes ISTIO_OUTPUT in the order of docs/contract.md §3.2 and the jump into it.
 func (s settings) outbound(b *builder, fam family) {
 	// -A OUTPUT -j ISTIO_OUTPUT: every protocol, so -o covers udp too.
 	b.appendRule(nat, chainOutput, "-j", string(chainOutputIstio))

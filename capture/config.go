@@ -41,7 +41,7 @@ type Config struct {
 	// ProxyPort: -p, --envoy-port, ENVOY_PORT; default 15001.
 	ProxyPort string
 	// InboundCapturePort: -z, --inbound-capture-port, INBOUND_CAPTURE_PORT;
-	// default "": 15006 with -b '*', the -p port with a -b list (SPEC §3.1).
+	// default "": 15006 with -b '*', the -p port with a -b list (docs/contract.md §3.1).
 	InboundCapturePort string
 	// InboundTunnelPort: -e, --inbound-tunnel-port, INBOUND_TUNNEL_PORT; default 15008.
 	InboundTunnelPort string
@@ -150,7 +150,7 @@ type Lookup interface {
 	GroupID(name string) (uint32, error)
 }
 
-// DefaultConfig returns the configuration with every default of SPEC §1.
+// DefaultConfig returns the configuration with every default of docs/contract.md §1.
 func DefaultConfig() Config {
 	return Config{
 		ProxyPort:               "15001",
@@ -634,7 +634,7 @@ func (c Config) settings() (settings, error) {
 	_, s.inboundExclude = p.ports("-d", c.InboundPortsExclude, false)
 	switch strings.TrimSpace(c.InboundCapturePort) {
 	case "":
-		// SPEC §3.1: 15006 with -b '*', the -p port otherwise.
+		// docs/contract.md §3.1: 15006 with -b '*', the -p port otherwise.
 		s.inboundPort = s.proxyPort
 		if s.inboundAll {
 			s.inboundPort = "15006"

@@ -13,11 +13,11 @@ import (
 	"github.com/mesh-init/istio-iptables/plan"
 )
 
-// TestDefaultConfig: the defaults of SPEC §1.
+// TestDefaultConfig: the defaults of docs/contract.md §1.
 func TestDefaultConfig(t *testing.T) {
 	c := capture.DefaultConfig()
 	assert.Equal(t, "15001", c.ProxyPort)
-	assert.Equal(t, "", c.InboundCapturePort, "-z default depends on -b (SPEC §3.1)")
+	assert.Equal(t, "", c.InboundCapturePort, "-z default depends on -b (docs/contract.md §3.1)")
 	assert.Equal(t, "15008", c.InboundTunnelPort)
 	assert.Equal(t, "1337", c.ProxyUID)
 	assert.Equal(t, "", c.ProxyGID)
@@ -125,7 +125,7 @@ func TestIDNames(t *testing.T) {
 	assert.Contains(t, err.Error(), `-u: "istio-proxy" is not a numeric id`)
 }
 
-// TestValuesNormalized: SPEC §2 lists: blanks and empty items ignored,
+// TestValuesNormalized: docs/contract.md §2 lists: blanks and empty items ignored,
 // duplicates dropped, host bits cleared, bare addresses are /32 and /128.
 func TestValuesNormalized(t *testing.T) {
 	c := redirectDefault()
@@ -150,7 +150,7 @@ func TestValuesNormalized(t *testing.T) {
 	assert.NotContains(t, out6, "10.0.0.0")
 }
 
-// TestRejectedValues: values SPEC §2 refuses, at the Config level.
+// TestRejectedValues: values docs/contract.md §2 refuses, at the Config level.
 func TestRejectedValues(t *testing.T) {
 	for _, tc := range []struct {
 		name string

@@ -19,13 +19,13 @@ var update = flag.Bool("update", false, "rewrite capture/testdata/*.golden from 
 
 // goldenCase is one configuration whose dry run is kept in
 // testdata/<name>.golden. Every case starts from the REDIRECT default of
-// SPEC §3.2 with IPv6 off and changes what its command line says.
+// docs/contract.md §3.2 with IPv6 off and changes what its command line says.
 type goldenCase struct {
 	name string
 	cfg  capture.Config
 }
 
-// redirectDefault is the configuration of SPEC §3.2:
+// redirectDefault is the configuration of docs/contract.md §3.2:
 // istio-iptables -p 15001 -z 15006 -u 1337 -m REDIRECT -i '*' -x "" -b '*' -d 15090,15021,15020 --ipv6=false
 func redirectDefault() capture.Config {
 	c := capture.DefaultConfig()
@@ -153,7 +153,7 @@ func goldenCases() []goldenCase {
 
 		// Issue 8: DNS capture, --drop-invalid, owner groups. Each option
 		// alone, then combined; the names of Istio's golden files they
-		// follow are in the README.
+		// follow are in docs/rules.md.
 
 		// istio-iptables -p 15001 -z 15006 -u 1337 -m REDIRECT -i '*' -x "" -b '*' -d 15090,15021,15020 --redirect-dns --dns-servers 10.96.0.10 --ipv6=false
 		{"dns_servers", with(func(c *capture.Config) { c.RedirectDNS = "true"; c.DNSServers = "10.96.0.10" })},

@@ -51,7 +51,7 @@ func TestParityDefaults(t *testing.T) {
 }
 
 // TestParityProbe: the probe listens where the rules redirect: -p, then
-// the inbound port as SPEC §3.1 resolves it.
+// the inbound port as docs/contract.md §3.1 resolves it.
 func TestParityProbe(t *testing.T) {
 	for _, tc := range []struct {
 		name string

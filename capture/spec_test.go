@@ -11,7 +11,7 @@ import (
 	"github.com/mesh-init/istio-iptables/plan"
 )
 
-// The listings of SPEC §3.2 (nat, REDIRECT) and §3.3 (mangle, TPROXY),
+// The listings of docs/contract.md §3.2 (nat, REDIRECT) and §3.3 (mangle, TPROXY),
 // copied line for line, "(and 15021, 15020)" expanded.
 var (
 	specRedirectNat = `
@@ -53,7 +53,7 @@ var (
 -A ISTIO_INBOUND -p tcp -j ISTIO_TPROXY
 -A ISTIO_TPROXY ! -d 127.0.0.1/32 -p tcp -j TPROXY --tproxy-mark 1337/0xffffffff --on-port 15006
 `
-	// SPEC §3.3: with TPROXY nat keeps ISTIO_REDIRECT, ISTIO_IN_REDIRECT,
+	// docs/contract.md §3.3: with TPROXY nat keeps ISTIO_REDIRECT, ISTIO_IN_REDIRECT,
 	// ISTIO_OUTPUT and the tunnel-port rule, without the PREROUTING jump;
 	// ISTIO_OUTPUT starts with the RETURN for the TPROXY mark (**ours**).
 	specTProxyNat = `
@@ -131,7 +131,7 @@ func TestSpecListings(t *testing.T) {
 				assert.Equal(t, lines, got[chain], "chain %s", chain)
 			}
 			for chain, lines := range got {
-				assert.Contains(t, want, chain, "chain %s is not in the SPEC listing: %q", chain, lines)
+				assert.Contains(t, want, chain, "chain %s is not in the contract's listing: %q", chain, lines)
 			}
 		})
 	}
@@ -148,7 +148,7 @@ func TestSpecRedirectHasNoMangle(t *testing.T) {
 	assert.Empty(t, built.Addrs)
 }
 
-// TestSpecTProxyRoutes: SPEC §3.3 policy routing, one per family.
+// TestSpecTProxyRoutes: docs/contract.md §3.3 policy routing, one per family.
 func TestSpecTProxyRoutes(t *testing.T) {
 	c := redirectDefault()
 	c.InboundInterceptionMode = "TPROXY"
@@ -179,7 +179,7 @@ func inRedirectTarget(t *testing.T, c capture.Config) string {
 	return args[len(args)-1]
 }
 
-// TestSpecInboundCapturePort checks SPEC §3.1: -z when given; else 15006
+// TestSpecInboundCapturePort checks docs/contract.md §3.1: -z when given; else 15006
 // with -b '*' and the -p port with a -b list (the classic istio-init call).
 func TestSpecInboundCapturePort(t *testing.T) {
 	classic := func(fn func(c *capture.Config)) capture.Config {
@@ -253,7 +253,7 @@ func chainLines(rs plan.RuleSet, table plan.Table, chain plan.Chain) []string {
 	return out
 }
 
-// TestSpecVariants checks the variants listed in SPEC §3.2 and §3.3 chain
+// TestSpecVariants checks the variants listed in docs/contract.md §3.2 and §3.3 chain
 // by chain.
 func TestSpecVariants(t *testing.T) {
 	for _, tc := range []struct {
@@ -394,7 +394,7 @@ func TestSpecVariants(t *testing.T) {
 			},
 		},
 		{
-			name: "-k eth1,eth2 -i '*': the example of SPEC §3.2",
+			name: "-k eth1,eth2 -i '*': the example of docs/contract.md §3.2",
 			cfg:  with(func(c *capture.Config) { c.KubeVirtInterfaces = "eth1,eth2" }),
 			fam:  plan.IPv4, table: plan.TableNat, chain: "PREROUTING",
 			want: []string{
@@ -499,7 +499,7 @@ func TestSpecVariants(t *testing.T) {
 	}
 }
 
-// TestSpecIPv6NoIPv4 checks SPEC §3.4 over every golden configuration:
+// TestSpecIPv6NoIPv4 checks docs/contract.md §3.4 over every golden configuration:
 // no IPv4 address ever appears in an IPv6 rule, and no IPv6 address in an
 // IPv4 rule.
 func TestSpecIPv6NoIPv4(t *testing.T) {
@@ -517,8 +517,8 @@ func TestSpecIPv6NoIPv4(t *testing.T) {
 	}
 }
 
-// TestSpecOnlyOwnedChains checks SPEC §3: every rule is in a builtin chain
-// chain of nat or mangle or one of the chains SPEC names for its table,
+// TestSpecOnlyOwnedChains checks docs/contract.md §3: every rule is in a builtin chain
+// chain of nat or mangle or one of the chains the contract names for its table,
 // plus those issue 8 adds (DNS capture in nat and raw, --drop-invalid in
 // mangle).
 func TestSpecOnlyOwnedChains(t *testing.T) {

@@ -28,7 +28,7 @@
 // TestMatrix is the proof: every connection of conns, in both families, under
 // every configuration of configs (REDIRECT, TPROXY, -b 80, -i/-x/-o/-q, the
 // classic istio-init call, --ipv6=false, re-runs, --cleanup-only), compared
-// with where the SPEC's rules send it. A failing configuration prints the
+// with where the contract's rules send it. A failing configuration prints the
 // whole table of connections, what was expected and where each one landed;
 // -v prints it for passing ones too. Configurations ending in a cleanup also
 // check that the kernel state is exactly what it was before.

@@ -127,7 +127,7 @@ func newLockFile(t *testing.T) string {
 }
 
 // kernelState is what --cleanup-only must restore in the pod namespace
-// (SPEC §4.4): both families' tables on both backends, policy routing, every
+// (docs/contract.md §4.4): both families' tables on both backends, policy routing, every
 // route table, and lo's addresses (for ::6). Link-local routes are left out:
 // the kernel adds them whenever the veths' fe80:: addresses finish DAD.
 func kernelState(t *testing.T, b *bed) string {

@@ -91,7 +91,7 @@ var conns = []conn{
 	{from: fromProxy, to: "lo", port: 80, direct: "app:80 peer=lo"},
 }
 
-// Flags of the configurations: the SPEC §3.2 call in either mode, with the
+// Flags of the configurations: the docs/contract.md §3.2 call in either mode, with the
 // outbound flags given separately.
 var (
 	redirect = specArgs("REDIRECT", "-i", "*", "-x", "")
@@ -110,7 +110,7 @@ func b80Args(mode string, more ...string) []string {
 	return append([]string{"-p", "15001", "-z", "15006", "-u", "1337", "-m", mode, "-i", "*", "-b", "80"}, more...)
 }
 
-// Where connections land under the SPEC §3.2 rules, for `-b '*'`.
+// Where connections land under the docs/contract.md §3.2 rules, for `-b '*'`.
 var (
 	inboundCaptured = map[string]string{
 		"client→pod:80":     "proxy:15006 orig=pod:80 peer=client",
@@ -127,7 +127,7 @@ var (
 		"root→remote:8080":    "proxy:15001 orig=remote:8080 peer=podr",
 	}
 	redirectCaptured = merge(inboundCaptured, outboundCaptured)
-	// TPROXY (SPEC §3.3) differs where mangle decides alone: its
+	// TPROXY (docs/contract.md §3.3) differs where mangle decides alone: its
 	// ISTIO_INBOUND has no tunnel-port RETURN (only nat has one), and the
 	// MARK 1338 of the proxy's group sends pod-IP calls over lo to TPROXY.
 	tproxyCaptured = merge(redirectCaptured, map[string]string{
@@ -176,7 +176,7 @@ var configs = []config{
 		captured: merge(inboundCaptured, omit(outboundCaptured, "app→remote:9090")),
 	},
 	{
-		// SPEC §3.1: with -b a port list and no -z, inbound goes to the -p port.
+		// docs/contract.md §3.1: with -b a port list and no -z, inbound goes to the -p port.
 		name: "classic istio-init", runs: [][]string{classic},
 		captured: merge(outboundCaptured, map[string]string{
 			"client→pod:80":     "proxy:15001 orig=pod:80 peer=client",

@@ -96,7 +96,7 @@ func newMarkBed(t *testing.T) *bed {
 
 // TestProxyMark: with `-u ” --proxy-mark 4242` the mark is the only
 // exemption, so the app, though it shares the proxy's UID, is captured
-// (outbound and over lo as the SPEC says), while the proxy's marked
+// (outbound and over lo as the contract says), while the proxy's marked
 // upstream goes direct, outbound and inbound, in both families. The same
 // proxy without the mark loops back into itself: the test shows it.
 func TestProxyMark(t *testing.T) {

@@ -20,7 +20,7 @@ import (
 // The pod of the tables below owns these addresses.
 var podIPs = []netip.Addr{netip.MustParseAddr("10.1.1.5"), netip.MustParseAddr("fd00:1::5")}
 
-// specConfig is the call of SPEC §3.2 with IPv6 on:
+// specConfig is the call of docs/contract.md §3.2 with IPv6 on:
 // -p 15001 -z 15006 -u 1337 -m REDIRECT -i '*' -x "" -b '*' -d 15090,15021,15020 --ipv6=true
 func specConfig(fn func(c *capture.Config)) capture.Config {
 	c := capture.DefaultConfig()
@@ -122,7 +122,7 @@ type specCase struct {
 }
 
 // specCases is the table of packets and verdicts, each written from the
-// SPEC text quoted in its comment, not from the code's output.
+// contract text quoted in its comment, not from the code's output.
 func specCases() []specCase {
 	redirect := func(port int) explain.Result { return explain.Result{Verdict: explain.Redirect, Port: port} }
 	tproxy := func(port int) explain.Result { return explain.Result{Verdict: explain.TProxy, Port: port} }
@@ -225,7 +225,7 @@ func specCases() []specCase {
 		{"-g GID exempt", "-u 1337,1338 -g 2000", out("10.0.0.5:8080", app, 2000), direct},
 		{"-u without -g: the UID is no GID", "-u 1337,1338 -g 2000", out("10.0.0.5:8080", app, 1337), redirect(15001)},
 		{"other UID captured", "-u 1337,1338 -g 2000", out("10.0.0.5:8080", app, app), redirect(15001)},
-		// README: "with several UIDs the second rule of the first UID returns the lo traffic of the others"
+		// docs/rules.md: "with several UIDs the second rule of the first UID returns the lo traffic of the others"
 		{"second UID to its pod IP", "-u 1337,1338 -g 2000", out("10.1.1.5:80", 1338, app), direct},
 		// §3.3 "-b as a list: per port ... -j ISTIO_TPROXY"
 		{"tproxy -b 8080", "-b 80,8080 tproxy", in("10.1.1.5:8080"), tproxy(15006)},
@@ -235,7 +235,7 @@ func specCases() []specCase {
 		{"-e tunnel inbound", "-e 15009", in("10.1.1.5:15009"), direct},
 		{"-e old tunnel port captured", "-e 15009", in("10.1.1.5:15008"), redirect(15006)},
 		{"-e proxy to pod IP tunnel", "-e 15009", out("10.1.1.5:15009", proxy, proxy), direct},
-		// README "Long port lists": packed -d ports keep their meaning
+		// docs/rules.md "Long port lists": packed -d ports keep their meaning
 		{"multiport -d inside", "-d multiport", in("10.1.1.5:15100"), direct},
 		{"multiport -d outside", "-d multiport", in("10.1.1.5:15106"), redirect(15006)},
 	}
@@ -260,7 +260,7 @@ func TestExplainSpec(t *testing.T) {
 	}
 }
 
-// TestExplainKernelSave explains the packets of the table for the SPEC
+// TestExplainKernelSave explains the packets of the table for the contract
 // §3.2 configuration in both modes against what the kernel holds after a
 // real apply: testdata/<mode>_<family>.save is iptables-nft-save (and
 // ip6tables-nft-save) output from a namespace programmed with

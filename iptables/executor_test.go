@@ -45,7 +45,7 @@ func skipBug(t *testing.T, bug string) {
 
 // Configurations.
 
-// redirectDefault is SPEC §3.2's call: -p 15001 -z 15006 -u 1337 -m
+// redirectDefault is docs/contract.md §3.2's call: -p 15001 -z 15006 -u 1337 -m
 // REDIRECT -i '*' -x "" -b '*' -d 15090,15021,15020.
 func redirectDefault(c *capture.Config) {
 	c.ProxyPort = "15001"

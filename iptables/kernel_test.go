@@ -607,7 +607,7 @@ func TestKernelForeignRules(t *testing.T) {
 		{name: "legacy (auto picks legacy)", tool: "iptables-legacy", flavour: "legacy"},
 		{name: "nft, foreign rules shaped like -c/-k rules", tool: "iptables-nft", flavour: "nft",
 			extra: [][]string{{"-t", "nat", "-A", "PREROUTING", "-i", "eth9", "-j", "RETURN"}, {"-t", "nat", "-A", "OUTPUT", "-o", "eth9", "-j", "RETURN"}},
-			bug:   "known limitation (README, Re-runs): a foreign pair shaped exactly like a -c pair (`-t nat -A PREROUTING -i eth9 -j RETURN` with `-A OUTPUT -o eth9 -j RETURN`) counts as ours once ISTIO chains exist; a lone one no longer does"},
+			bug:   "known limitation (README, Known limitations): a foreign pair shaped exactly like a -c pair (`-t nat -A PREROUTING -i eth9 -j RETURN` with `-A OUTPUT -o eth9 -j RETURN`) counts as ours once ISTIO chains exist; a lone one no longer does"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			skipBug(t, tc.bug)

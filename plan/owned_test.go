@@ -13,7 +13,7 @@ import (
 	"github.com/mesh-init/istio-iptables/plan"
 )
 
-// Real iptables-nft-save 1.8.9 output after the dry-run text of the SPEC
+// Real iptables-nft-save 1.8.9 output after the dry-run text of the contract
 // §3.2 REDIRECT default and the §3.3 TPROXY default (IPv6 on) was restored
 // into a fresh namespace. The REDIRECT one is a file, which the executor
 // tests of package iptables read too.

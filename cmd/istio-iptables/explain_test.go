@@ -11,7 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// specFlags is the SPEC §3.2 call.
+// specFlags is the docs/contract.md §3.2 call.
 var specFlags = []string{"-p", "15001", "-z", "15006", "-u", "1337", "-m", "REDIRECT", "-i", "*", "-x", "", "-b", "*", "-d", "15090,15021,15020"}
 
 func explainArgs(more ...string) []string {

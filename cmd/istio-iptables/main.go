@@ -1,5 +1,5 @@
 // Command istio-iptables writes the netfilter rules that send a pod's TCP
-// traffic through the sidecar proxy. See README.md and SPEC.md.
+// traffic through the sidecar proxy. See README.md and docs/contract.md.
 package main
 
 import (

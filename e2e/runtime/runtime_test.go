@@ -306,7 +306,7 @@ func loadExample(t *testing.T, file string) *example {
 }
 
 // captureOf reads the mode and the inbound capture port from istio-init's
-// args (SPEC §3.1: -z when given; else 15006 with -b '*', the -p port with
+// args (docs/contract.md §3.1: -z when given; else 15006 with -b '*', the -p port with
 // a port list).
 func captureOf(args []string) (mode, inbound string) {
 	flags := map[string]string{"-m": "REDIRECT", "-p": "15001", "-b": ""}
