@@ -6,8 +6,8 @@
 // Contract:
 //   - Explain is pure: no I/O, no exec, no netlink, no clock. The rules
 //     come from a plan (FromRuleSet) or from `*-save` text parsed with
-//     iptables.ParseSave (FromSaved); every rule is read with
-//     iptables.ParseSpec, the one rule parser of this module.
+//     plan.ParseSave (FromSaved); every rule is read with
+//     plan.ParseSpec, the one rule parser of this module.
 //   - It models the first packet of a new connection the way netfilter
 //     treats it: outbound through raw, mangle, nat and filter OUTPUT, then
 //     POSTROUTING, and, for a local destination (127.0.0.0/8, ::1, the

@@ -72,7 +72,7 @@ func FromRuleSet(rs plan.RuleSet) *Rules {
 }
 
 // FromSaved returns the rules of `iptables-save` (or `ip6tables-save`)
-// output parsed with iptables.ParseSave, policies included.
+// output parsed with plan.ParseSave, policies included.
 func FromSaved(f plan.Family, s plan.Saved) *Rules {
 	r := newRules(f)
 	for _, st := range s.Tables {
