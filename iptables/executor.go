@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os/exec"
+	"strings"
 	"time"
 
 	"github.com/mesh-init/istio-iptables/plan"
@@ -189,7 +190,7 @@ func (e *executor) Check(ctx context.Context, p plan.Plan) error {
 	for _, s := range tx.Steps {
 		what = append(what, s.summary())
 	}
-	return fmt.Errorf("%w: applying it would take %d steps: %s", ErrDrift, len(tx.Steps), joinSemi(what))
+	return fmt.Errorf("%w: applying it would take %d steps: %s", ErrDrift, len(tx.Steps), strings.Join(what, "; "))
 }
 
 // runTx is every run's one shape: in the namespace, under its lock, read
@@ -291,15 +292,4 @@ func (e *executor) save(ctx context.Context, bin string, fam plan.Family) (plan.
 		return plan.Saved{}, fmt.Errorf("read %s state from %s: %w", fam, bin, err)
 	}
 	return s, nil
-}
-
-func joinSemi(s []string) string {
-	out := ""
-	for i, x := range s {
-		if i > 0 {
-			out += "; "
-		}
-		out += x
-	}
-	return out
 }
