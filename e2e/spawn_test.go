@@ -4,9 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
-	"fmt"
 	"os/exec"
-	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -14,8 +12,9 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/mesh-init/istio-iptables/e2e/internal/podbed"
 )
 
 // user is who a helper process runs as.
@@ -48,41 +47,12 @@ func helperCmd(role string, u user, env ...string) *exec.Cmd {
 	return cmd
 }
 
-// startIn starts cmd inside the named network namespace. The fork happens on
-// a locked OS thread switched into the namespace, so the child is born there;
-// the thread is switched back, and only returned to the scheduler if that
-// worked (a locked thread whose goroutine ends is discarded). The goroutines
-// Start itself may launch only copy bytes between pipes, which no namespace
-// affects.
+// startIn starts cmd inside the named network namespace: the fork happens
+// on a thread switched into it (podbed.InNetns), so the child is born
+// there. The goroutines Start itself may launch only copy bytes between
+// pipes, which no namespace affects.
 func startIn(nsName string, cmd *exec.Cmd) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		origin, err := netns.Get()
-		if err != nil {
-			errc <- fmt.Errorf("open current netns: %w", err)
-			return
-		}
-		defer origin.Close()
-		target, err := netns.GetFromName(nsName)
-		if err != nil {
-			errc <- fmt.Errorf("open netns %s: %w", nsName, err)
-			return
-		}
-		defer target.Close()
-		if err := netns.Set(target); err != nil {
-			errc <- fmt.Errorf("enter netns %s: %w", nsName, err)
-			return
-		}
-		startErr := cmd.Start()
-		if err := netns.Set(origin); err != nil {
-			errc <- errors.Join(startErr, fmt.Errorf("return from netns %s: %w", nsName, err))
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- startErr
-	}()
-	return <-errc
+	return podbed.InNetns("/var/run/netns/"+nsName, cmd.Start)
 }
 
 // startServer runs a long-lived helper (server or proxy) in a namespace,
